@@ -1,0 +1,42 @@
+# Two commands matter on a fresh clone: `make serve` and `make test` (both create .venv on first use).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test lint typecheck pytest conformance bench serve example clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+test: $(STAMP) lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+conformance: $(STAMP)
+	$(BIN)/cra conformance tests/conformance
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_core.py --fast
+
+example: $(STAMP)
+	test -d example-atlas || $(BIN)/cra init example-atlas
+
+# `cra serve` arrives with the server issue; until then this validates the example and resolves against it.
+serve: example
+	$(BIN)/cra validate example-atlas
+	$(BIN)/cra resolve --atlas example-atlas --agent support-bot --goal "Answer ticket T-1001"
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis example-atlas

@@ -1,0 +1,134 @@
+"""Loading, replacing and unloading Atlases, and registering handlers."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from ._runtime_base import _ACTION_ID, _EXECUTOR, Handler, RuntimeBase
+from .atlas import Atlas, load_atlas
+from .atlas.loader import AtlasSource
+from .atlas.validate import Problem
+from .errors import (
+    AtlasAlreadyLoadedError,
+    AtlasNotFoundError,
+    InvalidAtlasError,
+    InvalidRequestError,
+)
+from .policy.engine import compile_atlas
+
+
+class AtlasOps(RuntimeBase):
+    """Loading, replacing and unloading Atlases, and registering handlers."""
+
+    # --- atlases ------------------------------------------------------------------------------------------
+
+    def load_atlas(self, source: AtlasSource | Atlas, *, files: Mapping[str, str] | None = None) -> Atlas:
+        """Load an Atlas (a directory, a manifest file, a manifest dict with ``files``, or an ``Atlas``).
+
+        Loading another version of a loaded ``atlas_id`` replaces it for sessions created from now on;
+        existing sessions keep the version they started with. The same id and version again raises
+        ``AtlasAlreadyLoadedError``; an invalid Atlas raises ``InvalidAtlasError`` and changes nothing.
+        """
+        self._open()
+        atlas = (
+            source
+            if isinstance(source, Atlas)
+            else load_atlas(source, files=files, max_file_bytes=self.max_context_file_bytes)
+        )
+        executors = self._import_executors(atlas)
+        compiled = compile_atlas(atlas)
+        with self._atlas_lock:
+            current = self._atlases.get(atlas.atlas_id)
+            if current is not None and current.atlas.version == atlas.version:
+                raise AtlasAlreadyLoadedError(
+                    f"Atlas {atlas.atlas_id} {atlas.version} is already loaded",
+                    details={
+                        "atlas_id": atlas.atlas_id,
+                        "version": atlas.version,
+                        "digest": current.atlas.digest,
+                    },
+                )
+            self._executors.update(executors)
+            # Replace the whole mapping: sessions being created concurrently see the old or the new one.
+            atlases = dict(self._atlases)
+            atlases[atlas.atlas_id] = compiled
+            self._atlases = atlases
+        return atlas
+
+    def _import_executors(self, atlas: Atlas) -> dict[tuple[str, str], Handler]:
+        found: dict[tuple[str, str], Handler] = {}
+        if not self.import_executors:
+            return found
+        problems = []
+        for index, action in enumerate(atlas.actions):
+            if action.executor is None or not _EXECUTOR.match(action.executor):
+                continue  # not a Python reference: the caller runs the action and reports the outcome
+            module_name, _, attr = action.executor.partition(":")
+            try:
+                target: Any = importlib.import_module(module_name)
+                for part in attr.split("."):
+                    target = getattr(target, part)
+            except Exception as exc:
+                problems.append(
+                    Problem(
+                        f"/actions/{index}/executor",
+                        f"cannot import executor {action.executor!r}: {type(exc).__name__}",
+                        "semantic",
+                    )
+                )
+                continue
+            if not callable(target):
+                problems.append(
+                    Problem(
+                        f"/actions/{index}/executor",
+                        f"executor {action.executor!r} is not callable",
+                        "semantic",
+                    )
+                )
+                continue
+            found[(atlas.digest, action.action_id)] = target
+        if problems:
+            raise InvalidAtlasError(
+                f"Atlas has {len(problems)} executor problem(s)",
+                details={"problems": [p.to_dict() for p in problems]},
+            )
+        return found
+
+    def unload_atlas(self, atlas_id: str) -> Atlas:
+        """Stop offering an Atlas to new sessions (existing sessions keep it)."""
+        self._open()
+        with self._atlas_lock:
+            atlases = dict(self._atlases)
+            compiled = atlases.pop(atlas_id, None)
+            if compiled is None:
+                raise AtlasNotFoundError(f"no Atlas {atlas_id!r} is loaded")
+            self._atlases = atlases
+        return compiled.atlas
+
+    def atlases(self) -> list[Atlas]:
+        """The loaded Atlases, in load order."""
+        return [c.atlas for c in self._atlases.values()]
+
+    def get_atlas(self, atlas_id: str) -> Atlas:
+        """The loaded Atlas with this id (``AtlasNotFoundError`` otherwise)."""
+        compiled = self._atlases.get(atlas_id)
+        if compiled is None:
+            raise AtlasNotFoundError(f"no Atlas {atlas_id!r} is loaded")
+        return compiled.atlas
+
+    # --- handlers -----------------------------------------------------------------------------------------
+
+    def register(self, action_id: str, fn: Handler) -> None:
+        """Run ``fn(parameters)`` when ``action_id`` is executed and authorised. Its return value (a JSON
+        value) is the ``result``; an exception makes the response ``error`` with code ``HANDLER_ERROR``."""
+        if not isinstance(action_id, str) or not _ACTION_ID.match(action_id):
+            raise InvalidRequestError(f"not an action id: {action_id!r}")
+        if not callable(fn):
+            raise InvalidRequestError("a handler must be callable")
+        self._handlers[action_id] = fn
+
+    def unregister(self, action_id: str) -> None:
+        """Remove a registered handler (executions are then ``authorized`` for the caller to run)."""
+        self._handlers.pop(action_id, None)

@@ -1,0 +1,362 @@
+"""Resolving CARP requests: candidates, verdicts, context, constraints (SPEC 3.1, 3.2)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ._context import select_context
+from ._jsonvalue import check_json_value
+from ._requests import check_skew, parse_request
+from ._runtime_base import _US, RuntimeBase, _string_list, _text
+from ._state import ApprovalState, ResolutionState, SessionState
+from .clock import format_timestamp
+from .errors import (
+    DuplicateRequestError,
+    ForbiddenError,
+    InvalidRequestError,
+    UnknownAtlasError,
+    UnknownCapabilityError,
+)
+from .policy.conditions import RISK_RANK, RISK_TIERS, EvalContext
+from .policy.engine import Verdict, evaluate
+from .resolution import AllowedAction, ContextBlock, DeniedAction, Resolution
+from .trace.tracer import Record
+
+
+class ResolveOps(RuntimeBase):
+    """Resolving CARP requests: candidates, verdicts, context, constraints (SPEC 3.1, 3.2)."""
+
+    # --- resolve ------------------------------------------------------------------------------------------
+
+    def resolve(
+        self,
+        session_id: str,
+        goal: str | None = None,
+        *,
+        risk_tier: str = "low",
+        required_capabilities: Sequence[str] | None = None,
+        context_hints: Sequence[str] | None = None,
+        context: Mapping[str, Any] | None = None,
+        atlas_ids: Sequence[str] | None = None,
+        request_id: str | None = None,
+        agent_id: str | None = None,
+    ) -> Resolution:
+        """Decide which actions and which context this session may use for ``goal`` (SPEC 3.1, 3.2).
+
+        ``goal`` defaults to the session's goal; ``risk_tier`` is the task's (low, medium, high,
+        critical); ``required_capabilities`` narrows the candidates to those capabilities' actions;
+        ``context_hints`` naming a context pack force it in; ``context`` feeds ``context_matches``
+        conditions (and ``max_context_tokens`` caps injected context); ``atlas_ids`` narrows to some of the
+        session's Atlases. Every decision is recorded in the trace before this returns.
+        """
+        state = self._session(session_id, agent_id)
+        if risk_tier not in RISK_RANK:
+            raise InvalidRequestError(
+                f"risk_tier must be one of {', '.join(RISK_TIERS)}",
+                details={"errors": [{"pointer": "/task/risk_tier", "message": "unknown risk tier"}]},
+            )
+        if context is not None and not isinstance(context, Mapping):
+            raise InvalidRequestError(
+                "context must be an object",
+                details={"errors": [{"pointer": "/context", "message": "object"}]},
+            )
+        ctx_dict = dict(context) if context is not None else {}
+        check_json_value(ctx_dict, "/context")
+        return self._resolve(
+            state,
+            request_id=request_id if request_id is not None else self._new_id(),
+            goal=_text(goal, "goal", max_len=10_000) if goal is not None else state.goal,
+            risk_tier=risk_tier,
+            capabilities=_string_list(required_capabilities, "required_capabilities"),
+            hints=_string_list(context_hints, "context_hints") or [],
+            context=ctx_dict,
+            atlas_ids=_string_list(atlas_ids, "atlas_ids"),
+        )
+
+    def resolve_request(self, request: Mapping[str, Any], *, agent_id: str | None = None) -> Resolution:
+        """Resolve a CARP request object (spec/schemas/carp-request.schema.json, ``operation: "resolve"``).
+
+        Checks, in order: the schema (``INVALID_REQUEST`` with every JSON pointer), the session
+        (``SESSION_NOT_FOUND``, ``SESSION_ENDED``, ``FORBIDDEN`` when ``requester.agent_id`` is not its owner),
+        ``request_id`` unique in the session (``DUPLICATE_REQUEST``), and the timestamp (``CLOCK_SKEW``).
+        """
+        req = parse_request(request, "resolve")
+        requester, task = req["requester"], req["task"]
+        if agent_id is not None and requester["agent_id"] != agent_id:
+            raise ForbiddenError("requester.agent_id is not the authenticated agent")
+        state = self._session(requester["session_id"], requester["agent_id"])
+        self._check_active(state)
+        if req["request_id"] in state.request_ids:
+            raise DuplicateRequestError(f"request_id {req['request_id']} was already used in this session")
+        check_skew(req["timestamp"], self.clock.now_us(), self.clock_skew_seconds)
+        return self._resolve(
+            state,
+            request_id=req["request_id"],
+            goal=task["goal"],
+            risk_tier=task.get("risk_tier", "low"),
+            capabilities=task.get("required_capabilities"),
+            hints=task.get("context_hints") or [],
+            context=req.get("context") or {},
+            atlas_ids=req.get("atlas_ids"),
+        )
+
+    def _resolve(
+        self,
+        state: SessionState,
+        *,
+        request_id: str,
+        goal: str,
+        risk_tier: str,
+        capabilities: list[str] | None,
+        hints: list[str],
+        context: dict[str, Any],
+        atlas_ids: list[str] | None,
+    ) -> Resolution:
+        max_tokens = context.get("max_context_tokens")
+        if max_tokens is not None and (
+            isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0
+        ):
+            raise InvalidRequestError(
+                "context.max_context_tokens must be a non-negative integer",
+                details={"errors": [{"pointer": "/context/max_context_tokens", "message": "integer >= 0"}]},
+            )
+        with state.lock:
+            self._check_active(state)
+            if request_id in state.request_ids:
+                raise DuplicateRequestError(f"request_id {request_id} was already used in this session")
+            atlases = state.atlases
+            if atlas_ids is not None:
+                own = {c.atlas.atlas_id for c in atlases}
+                unknown = [a for a in atlas_ids if a not in own]
+                if unknown:
+                    raise UnknownAtlasError(
+                        f"not an Atlas of this session: {', '.join(unknown)}", details={"atlas_ids": unknown}
+                    )
+                wanted = set(atlas_ids)
+                atlases = tuple(c for c in atlases if c.atlas.atlas_id in wanted)
+            selected: frozenset[str] | None = None
+            allowed_ids: set[str] | None = None
+            if capabilities is not None:
+                known: dict[str, set[str]] = {}
+                for compiled in atlases:
+                    for cap_id, actions in compiled.capabilities.items():
+                        known.setdefault(cap_id, set()).update(actions)
+                unknown = [c for c in capabilities if c not in known]
+                if unknown:
+                    raise UnknownCapabilityError(
+                        f"unknown capability: {', '.join(unknown)}", details={"capabilities": unknown}
+                    )
+                selected = frozenset(capabilities)
+                allowed_ids = set().union(*(known[c] for c in capabilities)) if capabilities else set()
+
+            now = self.clock.now_us()
+            ctx = EvalContext(
+                RISK_RANK[risk_tier], state.agent_id, selected or frozenset(), context, now, state.session_id
+            )
+            resolution_id = self._new_id()
+            records = [
+                Record(
+                    "carp.request.received",
+                    {
+                        "request_id": request_id,
+                        "operation": "resolve",
+                        "goal": goal,
+                        "atlas_ids": [c.atlas.atlas_id for c in atlases],
+                        "risk_tier": risk_tier,
+                        "required_capabilities": capabilities,
+                        "context_hints": hints,
+                        "context": context,
+                    },
+                )
+            ]
+            allowed: list[AllowedAction] = []
+            denied: list[DeniedAction] = []
+            allowed_state: dict[str, tuple[Any, Verdict]] = {}
+            denied_state: dict[str, DeniedAction] = {}
+            needs_approval: list[str] = []
+            windows: dict[str, dict[str, Any]] = {}
+            for compiled in atlases:
+                for plan in compiled.plans:
+                    action_id = plan.action.action_id
+                    if allowed_ids is not None and action_id not in allowed_ids:
+                        continue
+                    verdict = evaluate(plan, ctx, self.limiter)
+                    records.append(
+                        Record(
+                            "policy.evaluated",
+                            {
+                                "policy_id": verdict.policy_id,
+                                "result": verdict.result,
+                                "action_id": action_id,
+                            },
+                        )
+                    )
+                    if not verdict.allowed:
+                        entry = DeniedAction(action_id, verdict.reason or "", verdict.policy_id)
+                        denied.append(entry)
+                        denied_state[action_id] = entry
+                        continue
+                    confirm = verdict.result == "requires_approval"
+                    if confirm:
+                        needs_approval.append(action_id)
+                    allowed.append(self._allowed_action(plan.wire, confirm, verdict, ctx, windows, action_id))
+                    allowed_state[action_id] = (plan, verdict)
+
+            blocks: list[ContextBlock] = []
+            for block, injected in select_context(atlases, ctx, selected, frozenset(hints), max_tokens):
+                if injected:
+                    blocks.append(ContextBlock(**block))
+                    records.append(
+                        Record(
+                            "context.injected",
+                            {
+                                "block_id": block["block_id"],
+                                "source": block["source"],
+                                "token_count": block["token_estimate"],
+                            },
+                        )
+                    )
+                else:
+                    records.append(
+                        Record(
+                            "context.redacted",
+                            {"block_id": block["block_id"], "redaction_reason": "token_budget"},
+                        )
+                    )
+
+            ttl = self.resolution_ttl_seconds
+            expires = now + ttl * _US
+            constraints = list(windows.values())
+            approval: ApprovalState | None = None
+            if needs_approval:
+                approval = ApprovalState(
+                    self._new_id(),
+                    state.session_id,
+                    state.agent_id,
+                    resolution_id,
+                    tuple(needs_approval),
+                    now,
+                    expires,
+                )
+                constraints.append(
+                    {
+                        "constraint_id": approval.approval_id,
+                        "type": "require_approval",
+                        "parameters": {"approval_id": approval.approval_id, "actions": list(needs_approval)},
+                    }
+                )
+            if not allowed:
+                decision, reason = "deny", "No actions are allowed"
+            elif needs_approval:
+                decision, reason = "requires_approval", "Approval required before execution"
+            elif denied:
+                decision, reason = "partial", "Some actions are denied by policy"
+            else:
+                decision, reason = "allow", None
+            records.append(
+                Record(
+                    "carp.resolution.completed",
+                    {
+                        "resolution_id": resolution_id,
+                        "request_id": request_id,
+                        "decision_type": decision,
+                        "allowed_count": len(allowed),
+                        "denied_count": len(denied),
+                        "context_block_count": len(blocks),
+                        "ttl_seconds": ttl,
+                    },
+                )
+            )
+            resolution = Resolution(
+                resolution_id=resolution_id,
+                request_id=request_id,
+                session_id=state.session_id,
+                timestamp=format_timestamp(now),
+                decision_type=decision,
+                decision_reason=reason,
+                approval_id=approval.approval_id if approval else None,
+                expires_at=format_timestamp(expires),
+                allowed_actions=allowed,
+                denied_actions=denied,
+                context_blocks=blocks,
+                constraints=constraints,
+                ttl_seconds=ttl,
+                trace_id=state.trace_id,
+            )
+            # Record first: if storage refuses, the runtime's state is left exactly as it was.
+            self._tracer.emit(state.span(self._new_id()), records)
+            res_state = ResolutionState(
+                resolution,
+                state.session_id,
+                state.agent_id,
+                ctx.task_rank,
+                ctx.capabilities,
+                context,
+                now,
+                expires,
+                allowed_state,
+                denied_state,
+            )
+            if approval is not None:
+                res_state.approvals.append(approval)
+                self._approvals[approval.approval_id] = approval
+            state.request_ids.add(request_id)
+            state.resolutions[resolution_id] = res_state
+            self._resolutions[resolution_id] = res_state
+        return resolution
+
+    @staticmethod
+    def _allowed_action(
+        wire: Mapping[str, Any],
+        confirm: bool,
+        verdict: Verdict,
+        ctx: EvalContext,
+        windows: dict[str, dict[str, Any]],
+        action_id: str,
+    ) -> AllowedAction:
+        tightest: dict[str, int] | None = None
+        for rule, _weight, used in verdict.limits:
+            constraint = windows.get(rule.rule_id)
+            if constraint is None:
+                if rule.kind == "rate":
+                    params: dict[str, Any] = {
+                        "max_calls": int(rule.maximum),
+                        "window_seconds": rule.window_seconds,
+                        "remaining": max(0, int(rule.maximum - used)),
+                    }
+                    ctype = "rate_limit"
+                else:
+                    params = {
+                        "max_cost": rule.maximum,
+                        "period_seconds": rule.window_seconds,
+                        "spent": used,
+                        "remaining": max(0.0, rule.maximum - used),
+                    }
+                    ctype = "budget"
+                params.update({"scope": rule.scope, "policy_id": rule.policy_id, "actions": []})
+                constraint = windows[rule.rule_id] = {
+                    "constraint_id": rule.policy_id,
+                    "type": ctype,
+                    "parameters": params,
+                }
+            constraint["parameters"]["actions"].append(action_id)
+            if rule.kind == "rate":
+                remaining = max(0, int(rule.maximum - used))
+                if tightest is None or remaining < tightest["remaining"]:
+                    tightest = {
+                        "max_calls": int(rule.maximum),
+                        "window_seconds": int(rule.window_seconds or 0),
+                        "remaining": remaining,
+                    }
+        return AllowedAction(
+            action_id=wire["action_id"],
+            name=wire["name"],
+            description=wire["description"],
+            risk_tier=wire["risk_tier"],
+            requires_confirmation=confirm,
+            idempotent=wire["idempotent"],
+            parameters_schema=wire.get("parameters_schema"),
+            returns_schema=wire.get("returns_schema"),
+            rate_limit=tightest,
+        )

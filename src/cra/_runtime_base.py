@@ -1,0 +1,133 @@
+"""Shared state and guards of the runtime; the concept modules (_atlases, _sessions, _resolve,
+_execute, _approvals) add the operations."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, Self
+
+from ._ids import IdGenerator, uuid7_ids
+from ._state import ApprovalState, PendingExecution, ResolutionState, SessionState
+from .atlas import DEFAULT_MAX_FILE_BYTES
+from .clock import Clock, SystemClock
+from .errors import (
+    ForbiddenError,
+    InvalidRequestError,
+    RuntimeClosedError,
+    SessionEndedError,
+    SessionNotFoundError,
+)
+from .policy.engine import CompiledAtlas
+from .policy.limiter import Limiter, open_limiter
+from .trace.canonical import canonical_json
+from .trace.storage import TraceStorage, open_storage
+from .trace.tracer import Tracer
+
+__all__ = ["Handler", "RuntimeBase"]
+
+Handler = Callable[[dict[str, Any]], Any]
+"""An action handler: called with the (validated) parameters, returns a JSON value or raises."""
+
+_US = 1_000_000
+_ACTION_ID = re.compile(r"^[a-z][a-z0-9]*(\.[a-z][a-z0-9]*)+$")
+_EXECUTOR = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_MAX_ID = 255
+
+
+def _text(value: Any, name: str, *, max_len: int = _MAX_ID, pointer: str | None = None) -> str:
+    if not isinstance(value, str) or not value or len(value) > max_len:
+        where = pointer if pointer is not None else f"/{name}"
+        raise InvalidRequestError(
+            f"{name} must be a non-empty string of at most {max_len} characters",
+            details={"errors": [{"pointer": where, "message": f"{name} must be a non-empty string"}]},
+        )
+    return value
+
+
+def _string_list(value: Any, name: str) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise InvalidRequestError(
+            f"{name} must be a list of strings",
+            details={"errors": [{"pointer": f"/{name}", "message": "list of strings"}]},
+        )
+    return list(value)
+
+
+def _params_hash(parameters: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(parameters)).hexdigest()
+
+
+class RuntimeBase:
+    """The runtime's state and the checks every operation shares."""
+
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        storage: str | TraceStorage = "memory://",
+        *,
+        limiter: str | Limiter | None = None,
+        ids: IdGenerator | None = None,
+        resolution_ttl_seconds: int = 3600,
+        clock_skew_seconds: float = 300,
+        max_context_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        import_executors: bool = True,
+    ) -> None:
+        if not 1 <= resolution_ttl_seconds <= 86_400:
+            raise ValueError("resolution_ttl_seconds must be between 1 and 86400")
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.storage = open_storage(storage)
+        self.limiter = open_limiter(limiter)
+        self._new_id: IdGenerator = ids if ids is not None else uuid7_ids
+        self.resolution_ttl_seconds = resolution_ttl_seconds
+        self.clock_skew_seconds = clock_skew_seconds
+        self.max_context_file_bytes = max_context_file_bytes
+        self.import_executors = import_executors
+        self._tracer = Tracer(self.storage, self.clock, self._new_id)
+        self._atlases: dict[str, CompiledAtlas] = {}
+        self._atlas_lock = threading.Lock()
+        self._handlers: dict[str, Handler] = {}
+        self._executors: dict[tuple[str, str], Handler] = {}  # (digest, action_id) -> imported executor
+        self._sessions: dict[str, SessionState] = {}
+        self._resolutions: dict[str, ResolutionState] = {}
+        self._approvals: dict[str, ApprovalState] = {}
+        self._pending: dict[str, PendingExecution] = {}
+        self._closed = False
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release storage and limiter; further calls raise ``RuntimeClosedError``. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.storage.close()
+        self.limiter.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _open(self) -> None:
+        if self._closed:
+            raise RuntimeClosedError("the runtime is closed")
+
+    def _session(self, session_id: Any, agent_id: str | None = None) -> SessionState:
+        self._open()
+        state = self._sessions.get(session_id) if isinstance(session_id, str) else None
+        if state is None:
+            raise SessionNotFoundError(f"no session {session_id!r}")
+        if agent_id is not None and state.agent_id != agent_id:
+            raise ForbiddenError("the session belongs to another agent")
+        return state
+
+    @staticmethod
+    def _check_active(state: SessionState) -> None:
+        if state.status != "active":
+            raise SessionEndedError(f"session {state.session_id} has ended ({state.end_reason})")

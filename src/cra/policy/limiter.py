@@ -1,0 +1,115 @@
+"""Sliding-window counters for rate limits and budgets (SPEC 3.1), behind a small protocol.
+
+A window key names one limit for one scope (``<atlas>/<policy>|s:<session>``). ``usage`` reads how much of a
+window is used; ``acquire`` checks several windows and consumes all of them atomically, or none.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol, runtime_checkable
+
+__all__ = ["LimitRequest", "Limiter", "MemoryLimiter", "open_limiter"]
+
+
+class LimitRequest(NamedTuple):
+    """Take ``weight`` from the window ``key`` of length ``window_us`` (None: for ever) capped at ``limit``."""
+
+    key: str
+    window_us: int | None
+    limit: float
+    weight: float
+
+
+@runtime_checkable
+class Limiter(Protocol):
+    """Counters shared by every session of a runtime (or, with a shared backend, of many runtimes).
+
+    Duties: ``acquire`` is atomic across all its requests (check every window, then consume every window, or
+    consume none); a window holds what was consumed in ``(now - window, now]``. A backend that cannot answer
+    raises, and the runtime refuses (fail closed).
+    """
+
+    def usage(self, key: str, window_us: int | None, now_us: int) -> float:
+        """How much of the window is used at ``now_us``."""
+        ...
+
+    def acquire(self, requests: Sequence[LimitRequest], now_us: int) -> int:
+        """Consume every request, or none: the index of the first request that would pass its limit, or -1
+        when all were consumed."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; idempotent."""
+        ...
+
+
+class _Window:
+    __slots__ = ("entries", "total")
+
+    def __init__(self) -> None:
+        self.entries: deque[tuple[int, float]] = deque()  # unbounded: a full window must refuse, not forget
+        self.total = 0.0
+
+    def prune(self, window_us: int | None, now_us: int) -> None:
+        if window_us is None:
+            return
+        horizon = now_us - window_us
+        entries = self.entries
+        while entries and entries[0][0] <= horizon:
+            self.total -= entries.popleft()[1]
+        if not entries:
+            self.total = 0.0  # drop float residue
+
+
+class MemoryLimiter:
+    """In-process counters (``memory://``)."""
+
+    url = "memory://"
+
+    def __init__(self) -> None:
+        self._windows: dict[str, _Window] = {}
+        self._lock = threading.Lock()
+
+    def usage(self, key: str, window_us: int | None, now_us: int) -> float:
+        with self._lock:
+            window = self._windows.get(key)
+            if window is None:
+                return 0.0
+            window.prune(window_us, now_us)
+            return window.total
+
+    def acquire(self, requests: Sequence[LimitRequest], now_us: int) -> int:
+        with self._lock:
+            windows = []
+            for index, request in enumerate(requests):
+                window = self._windows.get(request.key)
+                if window is None:
+                    window = self._windows[request.key] = _Window()
+                window.prune(request.window_us, now_us)
+                if window.total + request.weight > request.limit:
+                    return index
+                windows.append(window)
+            for window, request in zip(windows, requests, strict=True):
+                window.entries.append((now_us, request.weight))
+                window.total += request.weight
+            return -1
+
+    def snapshot(self) -> dict[str, list[tuple[int, float]]]:
+        """Every window's entries (for state reconstruction and tests)."""
+        with self._lock:
+            return {key: list(w.entries) for key, w in self._windows.items() if w.entries}
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def open_limiter(url: str | Limiter | None) -> Limiter:
+    """The limiter a URL names (``memory://``); a limiter object passes through."""
+    if url is None or url == "memory://":
+        return MemoryLimiter()
+    if not isinstance(url, str):
+        return url
+    raise ValueError(f"unknown limiter URL {url!r}: valid schemes are memory://")

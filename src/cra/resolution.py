@@ -1,0 +1,141 @@
+"""What ``resolve`` returns (SPEC 3.1, spec/schemas/carp-resolution.schema.json)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["AllowedAction", "ContextBlock", "DeniedAction", "Resolution"]
+
+
+@dataclass(slots=True)
+class AllowedAction:
+    """An action the agent may execute under this resolution (read-only)."""
+
+    action_id: str
+    name: str
+    description: str
+    risk_tier: str
+    requires_confirmation: bool
+    idempotent: bool
+    parameters_schema: dict[str, Any] | None = None
+    returns_schema: dict[str, Any] | None = None
+    rate_limit: dict[str, int] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "action_id": self.action_id,
+            "name": self.name,
+            "description": self.description,
+        }
+        if self.parameters_schema is not None:
+            out["parameters_schema"] = self.parameters_schema
+        if self.returns_schema is not None:
+            out["returns_schema"] = self.returns_schema
+        out["risk_tier"] = self.risk_tier
+        out["requires_confirmation"] = self.requires_confirmation
+        out["idempotent"] = self.idempotent
+        if self.rate_limit is not None:
+            out["rate_limit"] = dict(self.rate_limit)
+        return out
+
+
+@dataclass(slots=True)
+class DeniedAction:
+    """An action refused by policy, with the reason and the policy that refused it (read-only)."""
+
+    action_id: str
+    reason: str
+    policy_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"action_id": self.action_id, "reason": self.reason, "policy_id": self.policy_id}
+
+
+@dataclass(slots=True)
+class ContextBlock:
+    """One context document injected into the agent's context (read-only)."""
+
+    block_id: str
+    source: str
+    content_type: str
+    content: str
+    priority: int
+    token_estimate: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "block_id": self.block_id,
+            "source": self.source,
+            "content_type": self.content_type,
+            "content": self.content,
+            "priority": self.priority,
+            "token_estimate": self.token_estimate,
+        }
+
+
+@dataclass(slots=True)
+class Resolution:
+    """A CARP resolution: which actions are allowed or denied, the context to inject, the constraints, and
+    when it expires. ``to_dict()`` is the wire JSON. Read-only."""
+
+    resolution_id: str
+    request_id: str
+    session_id: str
+    timestamp: str
+    decision_type: str
+    decision_reason: str | None
+    approval_id: str | None
+    expires_at: str
+    allowed_actions: list[AllowedAction]
+    denied_actions: list[DeniedAction]
+    context_blocks: list[ContextBlock]
+    constraints: list[dict[str, Any]]
+    ttl_seconds: int
+    trace_id: str
+    cached: bool = False
+
+    @property
+    def allowed_ids(self) -> list[str]:
+        """The allowed action ids, in order."""
+        return [a.action_id for a in self.allowed_actions]
+
+    @property
+    def denied_ids(self) -> list[str]:
+        """The denied action ids, in order."""
+        return [d.action_id for d in self.denied_actions]
+
+    def allowed(self, action_id: str) -> AllowedAction | None:
+        """The allowed action with this id, or None."""
+        for action in self.allowed_actions:
+            if action.action_id == action_id:
+                return action
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "carp_version": "1.0",
+            "resolution_id": self.resolution_id,
+            "request_id": self.request_id,
+            "timestamp": self.timestamp,
+            "decision": {
+                "type": self.decision_type,
+                "reason": self.decision_reason,
+                "approval_id": self.approval_id,
+                "expires_at": self.expires_at,
+            },
+            "context_blocks": [b.to_dict() for b in self.context_blocks],
+            "allowed_actions": [a.to_dict() for a in self.allowed_actions],
+            "denied_actions": [d.to_dict() for d in self.denied_actions],
+            "constraints": [_copy(c) for c in self.constraints],
+            "ttl_seconds": self.ttl_seconds,
+            "trace_id": self.trace_id,
+        }
+
+
+def _copy(value: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
+        for k, v in value.items()
+    }

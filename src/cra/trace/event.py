@@ -1,0 +1,277 @@
+"""The TRACE event (SPEC 4.1) and its hash (SPEC 4.3)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from .canonical import canonical_json
+
+__all__ = ["GENESIS_HASH", "TRACE_VERSION", "TraceEvent", "event_hash"]
+
+TRACE_VERSION = "1.0"
+GENESIS_HASH = "0" * 64
+"""The ``previous_event_hash`` of a session's first event."""
+
+_FIELDS = (
+    "trace_version",
+    "event_id",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "session_id",
+    "sequence",
+    "timestamp",
+    "event_type",
+    "payload",
+    "event_hash",
+    "previous_event_hash",
+)
+
+
+def _hash_parts(
+    trace_version: str,
+    event_id: str,
+    trace_id: str,
+    span_id: str,
+    parent_span_id: str | None,
+    session_id: str,
+    sequence: int,
+    timestamp: str,
+    event_type: str,
+    payload_json: bytes,
+    previous_event_hash: str,
+) -> str:
+    head = "".join(
+        (
+            trace_version,
+            event_id,
+            trace_id,
+            span_id,
+            parent_span_id or "",
+            session_id,
+            str(sequence),
+            timestamp,
+            event_type,
+        )
+    )
+    digest = hashlib.sha256(head.encode("utf-8"))
+    digest.update(payload_json)
+    digest.update(previous_event_hash.encode("utf-8"))
+    return digest.hexdigest()
+
+
+def event_hash(event: Mapping[str, Any] | TraceEvent) -> str:
+    """The SHA-256 hex ``event_hash`` of an event (a ``TraceEvent`` or its wire dict), per SPEC 4.3.
+
+    The event's own ``event_hash`` field is ignored, so this answers what the hash *should* be.
+    """
+    if isinstance(event, TraceEvent):
+        return event.compute_hash()
+    sequence = event["sequence"]
+    if isinstance(sequence, bool) or not isinstance(sequence, int):
+        raise TypeError("sequence must be an integer")
+    return _hash_parts(
+        event["trace_version"],
+        event["event_id"],
+        event["trace_id"],
+        event["span_id"],
+        event.get("parent_span_id"),
+        event["session_id"],
+        sequence,
+        event["timestamp"],
+        event["event_type"],
+        canonical_json(event["payload"]),
+        event["previous_event_hash"],
+    )
+
+
+class TraceEvent:
+    """One hash-chained TRACE event. Immutable; ``to_dict()`` gives the wire JSON object.
+
+    ``payload_json`` keeps the canonical JSON of the payload that was hashed, so storage writes exactly the
+    bytes the hash covers and never re-encodes them.
+    """
+
+    __slots__ = (
+        "event_hash",
+        "event_id",
+        "event_type",
+        "parent_span_id",
+        "payload",
+        "payload_json",
+        "previous_event_hash",
+        "sequence",
+        "session_id",
+        "span_id",
+        "timestamp",
+        "trace_id",
+        "trace_version",
+    )
+
+    trace_version: str
+    event_id: str
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    session_id: str
+    sequence: int
+    timestamp: str
+    event_type: str
+    payload: Mapping[str, Any]
+    payload_json: bytes
+    event_hash: str
+    previous_event_hash: str
+
+    def __init__(
+        self,
+        *,
+        event_id: str,
+        trace_id: str,
+        span_id: str,
+        parent_span_id: str | None,
+        session_id: str,
+        sequence: int,
+        timestamp: str,
+        event_type: str,
+        payload: Mapping[str, Any],
+        previous_event_hash: str,
+        event_hash: str | None = None,
+        payload_json: bytes | None = None,
+        trace_version: str = TRACE_VERSION,
+    ) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "trace_version", trace_version)
+        setattr_(self, "event_id", event_id)
+        setattr_(self, "trace_id", trace_id)
+        setattr_(self, "span_id", span_id)
+        setattr_(self, "parent_span_id", parent_span_id)
+        setattr_(self, "session_id", session_id)
+        setattr_(self, "sequence", sequence)
+        setattr_(self, "timestamp", timestamp)
+        setattr_(self, "event_type", event_type)
+        setattr_(self, "payload", payload)
+        setattr_(self, "payload_json", payload_json if payload_json is not None else canonical_json(payload))
+        setattr_(self, "previous_event_hash", previous_event_hash)
+        setattr_(self, "event_hash", event_hash if event_hash is not None else self.compute_hash())
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("TraceEvent is immutable")
+
+    def compute_hash(self) -> str:
+        """Recompute the hash from the fields (what ``event_hash`` must equal for an untampered event)."""
+        return _hash_parts(
+            self.trace_version,
+            self.event_id,
+            self.trace_id,
+            self.span_id,
+            self.parent_span_id,
+            self.session_id,
+            self.sequence,
+            self.timestamp,
+            self.event_type,
+            self.payload_json,
+            self.previous_event_hash,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire object, keys in schema order; the payload is a fresh copy."""
+        return {
+            "trace_version": self.trace_version,
+            "event_id": self.event_id,
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "parent_span_id": self.parent_span_id,
+            "session_id": self.session_id,
+            "sequence": self.sequence,
+            "timestamp": self.timestamp,
+            "event_type": self.event_type,
+            "payload": orjson.loads(self.payload_json),
+            "event_hash": self.event_hash,
+            "previous_event_hash": self.previous_event_hash,
+        }
+
+    def to_json(self) -> bytes:
+        """One JSON line (no newline): the payload is embedded as the exact canonical bytes that were hashed."""
+        return orjson.dumps(
+            {
+                "trace_version": self.trace_version,
+                "event_id": self.event_id,
+                "trace_id": self.trace_id,
+                "span_id": self.span_id,
+                "parent_span_id": self.parent_span_id,
+                "session_id": self.session_id,
+                "sequence": self.sequence,
+                "timestamp": self.timestamp,
+                "event_type": self.event_type,
+                "payload": orjson.Fragment(self.payload_json),
+                "event_hash": self.event_hash,
+                "previous_event_hash": self.previous_event_hash,
+            }
+        )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TraceEvent:
+        """Build an event from its wire object, keeping the stored ``event_hash`` (verify checks it).
+
+        Raises ``ValueError`` naming the first missing or mistyped field.
+        """
+        for name in _FIELDS:
+            if name not in data and name != "parent_span_id":
+                raise ValueError(f"trace event is missing {name!r}")
+        for name in (
+            "trace_version",
+            "event_id",
+            "trace_id",
+            "span_id",
+            "session_id",
+            "timestamp",
+            "event_type",
+            "event_hash",
+            "previous_event_hash",
+        ):
+            if not isinstance(data[name], str):
+                raise ValueError(f"trace event field {name!r} must be a string")
+        sequence = data["sequence"]
+        if isinstance(sequence, bool) or not isinstance(sequence, int) or sequence < 0:
+            raise ValueError("trace event field 'sequence' must be a non-negative integer")
+        parent = data.get("parent_span_id")
+        if parent is not None and not isinstance(parent, str):
+            raise ValueError("trace event field 'parent_span_id' must be a string or null")
+        payload = data["payload"]
+        if not isinstance(payload, dict):
+            raise ValueError("trace event field 'payload' must be an object")
+        return cls(
+            trace_version=data["trace_version"],
+            event_id=data["event_id"],
+            trace_id=data["trace_id"],
+            span_id=data["span_id"],
+            parent_span_id=parent,
+            session_id=data["session_id"],
+            sequence=sequence,
+            timestamp=data["timestamp"],
+            event_type=data["event_type"],
+            payload=payload,
+            previous_event_hash=data["previous_event_hash"],
+            event_hash=data["event_hash"],
+        )
+
+    @classmethod
+    def from_json(cls, line: bytes | str) -> TraceEvent:
+        """Parse one JSON line written by ``to_json`` (or any wire event object)."""
+        data = orjson.loads(line)
+        if not isinstance(data, dict):
+            raise ValueError("a trace event line must hold a JSON object")
+        return cls.from_dict(data)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TraceEvent) and self.to_json() == other.to_json()
+
+    def __hash__(self) -> int:
+        return hash(self.event_hash)
+
+    def __repr__(self) -> str:
+        return f"TraceEvent(#{self.sequence} {self.event_type} {self.event_hash[:12]})"
