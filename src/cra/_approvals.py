@@ -45,7 +45,7 @@ class ApprovalOps(RuntimeBase):
                 raise ApprovalAlreadyDecidedError(f"approval {approval_id} is already {status}")
             self._check_active(state)
             event = "approval.granted" if granted else "approval.rejected"
-            self._tracer.emit(
+            self._record_durably(
                 state.span(self._new_id()),
                 [Record(event, {"approval_id": approval_id, "approver": approver})],
             )

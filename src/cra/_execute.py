@@ -169,7 +169,7 @@ class ExecuteOps(RuntimeBase):
             error: dict[str, Any] | None = None,
             approval_id: str | None = None,
         ) -> ExecuteResponse:
-            self._tracer.emit(span, [requested, *records])
+            self._record_durably(span, [requested, *records])
             if request_id is not None:
                 state.request_ids.add(request_id)
             return ExecuteResponse(
@@ -186,7 +186,7 @@ class ExecuteOps(RuntimeBase):
             )
 
         def fail(exc: CRAError) -> None:
-            self._tracer.emit(
+            self._record_durably(
                 span,
                 [
                     requested,
@@ -292,17 +292,23 @@ class ExecuteOps(RuntimeBase):
                     approval_id=approval.approval_id,
                 )
 
-        refused_at = self.limiter.acquire(limit_requests(verdict, ctx), now)
+        taken = limit_requests(verdict, ctx)
+        refused_at = self.limiter.acquire(taken, now)
         if refused_at >= 0:
             rule = verdict.limits[refused_at][0]
             if rule.kind == "rate":
                 return deny("RATE_LIMITED", "rate_limit_exceeded", rule.policy_id)
             return deny("BUDGET_EXCEEDED", "budget_exceeded", rule.policy_id)
-        # Authorised: the limits are taken. `action.approved` is durable before any handler runs.
-        respond(
-            "authorized",
-            [Record("action.approved", {"action_id": action_id, "resolution_id": resolution_id})],
-        )
+        # Authorised: the limits are taken. `action.approved` is durable before any handler runs; if it
+        # cannot be recorded, the execution did not happen and must not count against any limit.
+        try:
+            respond(
+                "authorized",
+                [Record("action.approved", {"action_id": action_id, "resolution_id": resolution_id})],
+            )
+        except BaseException:
+            self.limiter.release(taken, now)
+            raise
         if approval is not None:
             approval.used.add(action_id)
         record = IdempotencyRecord(action_id, resolution_id, params_hash)
@@ -358,35 +364,6 @@ class ExecuteOps(RuntimeBase):
                 result, error = None, _handler_error(exc)
             end = self.clock.now_us()
             duration = max(0, (end - start) // 1000)
-            span = state.span(pending.span_id)
-            if error is None:
-                self._tracer.emit(
-                    span,
-                    [
-                        Record(
-                            "action.executed",
-                            {
-                                "action_id": pending.action_id,
-                                "execution_id": pending.execution_id,
-                                "duration_ms": duration,
-                            },
-                        )
-                    ],
-                )
-            else:
-                self._tracer.emit(
-                    span,
-                    [
-                        Record(
-                            "action.failed",
-                            {
-                                "action_id": pending.action_id,
-                                "error_code": error["code"],
-                                "error_message": error["message"],
-                            },
-                        )
-                    ],
-                )
             response = ExecuteResponse(
                 pending.execution_id,
                 state.session_id,
@@ -400,9 +377,30 @@ class ExecuteOps(RuntimeBase):
                 duration_ms=duration,
                 idempotency_key=pending.idempotency_key,
             )
+            # The handler ran: from here on the key answers with this response and never runs it again,
+            # and the outcome is retained for a later write if storage refuses it now.
             record.response = response
             with state.lock:
                 state.completed.add(pending.execution_id)
+            if error is None:
+                ending = Record(
+                    "action.executed",
+                    {
+                        "action_id": pending.action_id,
+                        "execution_id": pending.execution_id,
+                        "duration_ms": duration,
+                    },
+                )
+            else:
+                ending = Record(
+                    "action.failed",
+                    {
+                        "action_id": pending.action_id,
+                        "error_code": error["code"],
+                        "error_message": error["message"],
+                    },
+                )
+            self._record_durably(state.span(pending.span_id), [ending], retain=True)
             return response
         finally:
             if record.response is None and pending.idempotency_key is not None:
@@ -456,7 +454,7 @@ class ExecuteOps(RuntimeBase):
             timed_out = now >= pending.expires_us
             if timed_out:
                 message = "the outcome was reported after the resolution expired"
-                self._tracer.emit(
+                self._record_durably(
                     span,
                     [
                         Record(
@@ -470,7 +468,7 @@ class ExecuteOps(RuntimeBase):
                     ],
                 )
             elif error_body is None:
-                self._tracer.emit(
+                self._record_durably(
                     span,
                     [
                         Record(
@@ -484,7 +482,7 @@ class ExecuteOps(RuntimeBase):
                     ],
                 )
             else:
-                self._tracer.emit(
+                self._record_durably(
                     span,
                     [
                         Record(
@@ -546,7 +544,12 @@ class _Authorised(NamedTuple):
 
 def _handler_error(exc: Exception) -> dict[str, Any]:
     # The exception's type and message only: no traceback or file paths reach the caller or the trace.
-    message = f"{type(exc).__name__}: {exc}"[:2000]
+    try:
+        detail = str(exc)
+    except Exception:  # an exception whose __str__ fails still gets recorded
+        detail = "<unprintable exception>"
+    # Lone surrogates cannot be recorded as UTF-8: replace them rather than lose the outcome.
+    message = f"{type(exc).__name__}: {detail}"[:2000].encode("utf-8", "replace").decode("utf-8")
     return {"code": "HANDLER_ERROR", "category": "internal", "message": message, "recoverable": False}
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Self
 
 from ._ids import IdGenerator, uuid7_ids
+from ._jsonvalue import check_json_value
 from ._state import ApprovalState, PendingExecution, ResolutionState, SessionState
 from .atlas import DEFAULT_MAX_FILE_BYTES
 from .clock import Clock, SystemClock
@@ -23,8 +24,9 @@ from .errors import (
 from .policy.engine import CompiledAtlas
 from .policy.limiter import Limiter, open_limiter
 from .trace.canonical import canonical_json
+from .trace.processor import DeferredTracer
 from .trace.storage import TraceStorage, open_storage
-from .trace.tracer import Tracer
+from .trace.tracer import Record, Span, Tracer, TraceSink
 
 __all__ = ["Handler", "RuntimeBase"]
 
@@ -38,12 +40,13 @@ _MAX_ID = 255
 
 
 def _text(value: Any, name: str, *, max_len: int = _MAX_ID, pointer: str | None = None) -> str:
+    where = pointer if pointer is not None else f"/{name}"
     if not isinstance(value, str) or not value or len(value) > max_len:
-        where = pointer if pointer is not None else f"/{name}"
         raise InvalidRequestError(
             f"{name} must be a non-empty string of at most {max_len} characters",
             details={"errors": [{"pointer": where, "message": f"{name} must be a non-empty string"}]},
         )
+    check_json_value(value, where)  # lone surrogates: such a string could never be recorded
     return value
 
 
@@ -76,7 +79,12 @@ class RuntimeBase:
         clock_skew_seconds: float = 300,
         max_context_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         import_executors: bool = True,
+        tracing: str = "immediate",
+        trace_buffer: int = 65_536,
+        trace_overflow: str = "block",
     ) -> None:
+        if tracing not in ("immediate", "deferred"):
+            raise ValueError("tracing must be 'immediate' or 'deferred'")
         if not 1 <= resolution_ttl_seconds <= 86_400:
             raise ValueError("resolution_ttl_seconds must be between 1 and 86400")
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -87,7 +95,14 @@ class RuntimeBase:
         self.clock_skew_seconds = clock_skew_seconds
         self.max_context_file_bytes = max_context_file_bytes
         self.import_executors = import_executors
-        self._tracer = Tracer(self.storage, self.clock, self._new_id)
+        self._tracer: TraceSink = (
+            Tracer(self.storage, self.clock, self._new_id)
+            if tracing == "immediate"
+            else DeferredTracer(
+                self.storage, self.clock, self._new_id, max_buffered=trace_buffer, overflow=trace_overflow
+            )
+        )
+        self.tracing = tracing
         self._atlases: dict[str, CompiledAtlas] = {}
         self._atlas_lock = threading.Lock()
         self._handlers: dict[str, Handler] = {}
@@ -100,19 +115,37 @@ class RuntimeBase:
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Release storage and limiter; further calls raise ``RuntimeClosedError``. Idempotent."""
+    def close(self, timeout: float | None = None) -> None:
+        """Flush the trace, then release storage and limiter; further calls raise ``RuntimeClosedError``.
+        Idempotent."""
         if self._closed:
             return
         self._closed = True
+        self._tracer.close(timeout)
         self.storage.close()
         self.limiter.close()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until every event emitted before this call is durable; False if ``timeout`` (seconds) ran
+        out first. Immediate tracing has nothing to flush."""
+        return self._tracer.flush(timeout)
+
+    def trace_stats(self) -> dict[str, Any]:
+        """The trace pipeline's counters: mode, buffered, capacity, pressure (0..1), processed, written,
+        dropped, lag_ms, failing, overflow."""
+        return self._tracer.stats()
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _record_durably(self, span: Span, records: list[Record], *, retain: bool = False) -> None:
+        """Emit and return only once stored: execute outcomes, approvals and session ends are acknowledged
+        after their events are durable (SPEC 4.5). ``retain``: the work already happened, so if storage
+        fails now the records are kept and written before the session's next events."""
+        self._tracer.emit(span, records, durable=True, retain=retain)
 
     def _open(self) -> None:
         if self._closed:

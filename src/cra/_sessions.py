@@ -37,9 +37,9 @@ class SessionOps(RuntimeBase):
         _text(agent_id, "agent_id")
         _text(goal, "goal", max_len=10_000)
         ids = _string_list(atlas_ids, "atlas_ids")
-        meta = dict(metadata) if metadata is not None else {}
         if metadata is not None and not isinstance(metadata, Mapping):
             raise InvalidRequestError("metadata must be an object")
+        meta = dict(metadata) if metadata is not None else {}
         check_json_value(meta, "/metadata")
         loaded = self._atlases
         if ids is None:
@@ -92,7 +92,7 @@ class SessionOps(RuntimeBase):
             self._check_active(state)
             now = self.clock.now_us()
             for pending in list(state.pending.values()):
-                self._tracer.emit(
+                self._record_durably(
                     state.span(pending.span_id),
                     [
                         Record(
@@ -108,7 +108,7 @@ class SessionOps(RuntimeBase):
                 state.pending.pop(pending.execution_id, None)
                 self._pending.pop(pending.execution_id, None)
                 state.completed.add(pending.execution_id)
-            self._tracer.emit(
+            self._record_durably(
                 state.span(self._new_id()),
                 [
                     Record(

@@ -59,8 +59,10 @@ class Runtime(AtlasOps, SessionOps, ResolveOps, ExecuteOps, ApprovalOps):
         return events
 
     def verify(self, session_id: str, *, agent_id: str | None = None) -> ChainVerification:
-        """Verify a session's whole chain (SPEC 4.3)."""
-        return verify_chain(self.get_trace(session_id, agent_id=agent_id))
+        """Verify a session's whole chain (SPEC 4.3). When this runtime wrote the session, the chain must
+        also end at the head it wrote, so a truncated or extended store is caught too."""
+        events = self.get_trace(session_id, agent_id=agent_id)
+        return verify_chain(events, expected_head=self._tracer.known_head(session_id))
 
     def export_trace(self, session_id: str, path: str | Path, *, agent_id: str | None = None) -> int:
         """Write a session's trace as TRACE JSONL; returns the number of events written."""

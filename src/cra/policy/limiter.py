@@ -41,6 +41,11 @@ class Limiter(Protocol):
         when all were consumed."""
         ...
 
+    def release(self, requests: Sequence[LimitRequest], now_us: int) -> None:
+        """Undo an ``acquire`` made at ``now_us`` with the same requests (its authorisation could not be
+        recorded, so it must not count)."""
+        ...
+
     def close(self) -> None:
         """Release connections; idempotent."""
         ...
@@ -96,6 +101,19 @@ class MemoryLimiter:
                 window.entries.append((now_us, request.weight))
                 window.total += request.weight
             return -1
+
+    def release(self, requests: Sequence[LimitRequest], now_us: int) -> None:
+        with self._lock:
+            for request in requests:
+                window = self._windows.get(request.key)
+                if window is None:
+                    continue
+                entries = window.entries
+                for index in range(len(entries) - 1, -1, -1):
+                    if entries[index] == (now_us, request.weight):
+                        del entries[index]
+                        window.total -= request.weight
+                        break
 
     def snapshot(self) -> dict[str, list[tuple[int, float]]]:
         """Every window's entries (for state reconstruction and tests)."""

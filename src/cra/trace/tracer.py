@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from ..clock import Clock, format_timestamp
 from ..errors import StorageUnavailableError
 from .event import GENESIS_HASH, TraceEvent
 from .storage import ChainConflictError, ChainHead, TraceStorage
 
-__all__ = ["Record", "Span", "Tracer", "chain_records"]
+__all__ = ["Record", "Span", "TraceSink", "Tracer", "chain_records"]
 
 
 class Span(NamedTuple):
@@ -34,6 +34,43 @@ class Record(NamedTuple):
 
     event_type: str
     payload: dict[str, Any]
+
+
+class TraceSink(Protocol):
+    """Where operations send their records: ``Tracer`` (immediate) or ``DeferredTracer`` (background)."""
+
+    storage: TraceStorage
+
+    def emit(
+        self, span: Span, records: Sequence[Record], *, durable: bool = False, retain: bool = False
+    ) -> Any:
+        """Record events for one span; with ``durable=True`` they are stored when this returns; with
+        ``retain=True`` they are kept and written later if storage fails now."""
+        ...
+
+    def read(self, session_id: str, **filters: Any) -> list[TraceEvent]:
+        """A session's events, including everything emitted before the call."""
+        ...
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Make everything emitted so far durable; False if the timeout ran out first."""
+        ...
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush and stop; idempotent."""
+        ...
+
+    def forget(self, session_id: str) -> None:
+        """Drop cached state of a deleted session."""
+        ...
+
+    def known_head(self, session_id: str) -> str | None:
+        """The last event hash this sink wrote for the session, if it wrote any."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """Buffer and throughput counters."""
+        ...
 
 
 def chain_records(
@@ -75,6 +112,8 @@ class Tracer:
         self._heads: dict[str, ChainHead] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self._written = 0
+        self._backlog: dict[str, list[tuple[Span, list[Record], int]]] = {}  # retained after a failed write
 
     def _lock_for(self, session_id: str) -> threading.Lock:
         lock = self._locks.get(session_id)
@@ -83,38 +122,91 @@ class Tracer:
                 lock = self._locks.setdefault(session_id, threading.Lock())
         return lock
 
-    def emit(self, span: Span, records: Sequence[Record]) -> list[TraceEvent]:
-        """Chain and store ``records`` in one batch; raise ``StorageUnavailableError`` if storage fails
-        (the chain head is then unchanged, so nothing is half-recorded in memory)."""
+    def emit(
+        self, span: Span, records: Sequence[Record], *, durable: bool = False, retain: bool = False
+    ) -> list[TraceEvent]:
+        """Chain and store ``records`` in one batch (always durable on return, whatever ``durable`` says).
+
+        If storage fails, ``StorageUnavailableError`` is raised and the chain head is unchanged. With
+        ``retain=True`` (outcomes of work already done, which must not be lost) the records are kept and
+        written, in order and with their original timestamps, before the session's next events.
+        """
         if not records:
             return []
+        item = (span, list(records), self._clock.now_us())
         with self._lock_for(span.session_id):
+            backlog = self._backlog.get(span.session_id, [])
+            items = [*backlog, item]
             for _attempt in range(3):
                 head = self._heads.get(span.session_id)
                 if head is None:
                     head = self.storage.head(span.session_id)
-                events = chain_records(
-                    span, records, head, format_timestamp(self._clock.now_us()), self._new_id
-                )
+                events: list[TraceEvent] = []
+                for item_span, item_records, time_us in items:
+                    chained = chain_records(
+                        item_span, item_records, head, format_timestamp(time_us), self._new_id
+                    )
+                    events.extend(chained)
+                    head = (chained[-1].sequence, chained[-1].event_hash)
                 try:
                     self.storage.append(events)
                 except ChainConflictError:
                     self._heads.pop(span.session_id, None)  # another writer moved the head: re-read it
                     continue
                 except Exception as exc:
+                    if retain:
+                        self._backlog[span.session_id] = items
                     raise StorageUnavailableError(
                         f"trace storage refused the write: {type(exc).__name__}"
                     ) from exc
+                self._backlog.pop(span.session_id, None)
                 last = events[-1]
                 self._heads[span.session_id] = (last.sequence, last.event_hash)
-                return events
+                self._written += len(events)
+                return events[-len(records) :]
         raise StorageUnavailableError("trace storage kept reporting a conflicting chain head")
 
     def read(self, session_id: str, **filters: Any) -> list[TraceEvent]:
         """A session's stored events (immediate mode has nothing buffered to flush first)."""
         return self.storage.read(session_id, **filters)
 
+    def flush(self, timeout: float | None = None) -> bool:
+        """Write retained records (outcomes whose first write failed); True when none are left."""
+        for session_id in list(self._backlog):
+            items = self._backlog.get(session_id)
+            if not items:
+                continue
+            span, records, _time = items.pop()
+            try:
+                self.emit(span, records, retain=True)
+            except StorageUnavailableError:
+                return False
+        return not self._backlog
+
+    def close(self, timeout: float | None = None) -> None:
+        """Nothing to stop in immediate mode."""
+
+    def stats(self) -> dict[str, Any]:
+        """The same keys as the deferred processor's, all zero but ``processed``/``written``."""
+        return {
+            "mode": "immediate",
+            "buffered": 0,
+            "capacity": 0,
+            "pressure": 0.0,
+            "processed": self._written,
+            "written": self._written,
+            "dropped": 0,
+            "lag_ms": 0.0,
+            "failing": False,
+            "overflow": "none",
+        }
+
     def forget(self, session_id: str) -> None:
         """Drop cached state for a session (after retention deleted it)."""
         self._heads.pop(session_id, None)
         self._locks.pop(session_id, None)
+
+    def known_head(self, session_id: str) -> str | None:
+        """The last event hash this tracer wrote for the session (None if it wrote none)."""
+        head = self._heads.get(session_id)
+        return head[1] if head is not None else None

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import CRAError
 from .event import GENESIS_HASH, TraceEvent, event_hash
 
 __all__ = ["ChainVerification", "verify_chain"]
@@ -17,7 +18,8 @@ class ChainVerification:
 
     ``error`` is one of ``hash_mismatch`` (the event's own hash is wrong), ``invalid_genesis`` (the first event
     is not sequence 0 with a zero previous hash), ``chain_broken`` (``previous_event_hash`` differs from the
-    prior event's hash) or ``sequence_gap``; ``error_at`` is the index of the failing event in the list and
+    prior event's hash), ``sequence_gap``, or ``head_mismatch`` (the chain verifies but does not end at the
+    head that was expected); ``error_at`` is the index of the failing event in the list and
     ``sequence`` its sequence number.
     """
 
@@ -47,18 +49,25 @@ def _own_hash_ok(event: Mapping[str, Any] | TraceEvent) -> bool:
     try:
         claimed = event.event_hash if isinstance(event, TraceEvent) else event["event_hash"]
         return bool(claimed == event_hash(event))
-    except (KeyError, TypeError, ValueError, AttributeError):
+    except (KeyError, TypeError, ValueError, AttributeError, CRAError):
         return False  # a malformed event cannot be the one that was hashed
 
 
-def _field(event: Mapping[str, Any] | TraceEvent, name: str) -> Any:
+def _field(event: Any, name: str) -> Any:
     if isinstance(event, TraceEvent):
         return getattr(event, name)
-    return event.get(name)
+    return event.get(name) if isinstance(event, Mapping) else None
 
 
-def verify_chain(events: Iterable[Mapping[str, Any] | TraceEvent]) -> ChainVerification:
-    """Verify a session's events in order; checks per event: hash, genesis, link, sequence (in that order)."""
+def verify_chain(
+    events: Iterable[Mapping[str, Any] | TraceEvent], *, expected_head: str | None = None
+) -> ChainVerification:
+    """Verify a session's events in order; checks per event: hash, genesis, link, sequence (in that order).
+
+    A hash chain alone cannot see its tail cut off or extended. Give ``expected_head`` (the last
+    ``event_hash`` recorded elsewhere) and a chain that verifies but ends elsewhere fails with
+    ``head_mismatch`` at its last index.
+    """
     previous_hash: str | None = None
     previous_sequence: int | None = None
     count = 0
@@ -79,4 +88,8 @@ def verify_chain(events: Iterable[Mapping[str, Any] | TraceEvent]) -> ChainVerif
                 return ChainVerification(False, count, "sequence_gap", index, seq_out)
         previous_hash = _field(event, "event_hash")
         previous_sequence = seq_out
+    if expected_head is not None and previous_hash != expected_head:
+        return ChainVerification(
+            False, count, "head_mismatch", max(count - 1, 0), previous_sequence, previous_hash
+        )
     return ChainVerification(True, count, head_hash=previous_hash)
