@@ -1,8 +1,9 @@
 """Guards for JSON values that arrive through the Python API (the HTTP edge parses strictly already).
 
 ``check_json_value`` rejects what JSON cannot carry faithfully or what would make canonical JSON (and so the
-trace) ambiguous: NaN and infinities, non-string keys, non-JSON types, lone surrogates, and nesting deeper
-than a limit (deep nesting is a denial-of-service vector and overflows recursive encoders).
+trace) ambiguous: NaN and infinities, integers beyond 64 bits (they would read back as floats and fail
+verification), non-string keys, non-JSON types, lone surrogates, and nesting deeper than a limit (deep
+nesting is a denial-of-service vector and overflows recursive encoders).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ __all__ = ["MAX_JSON_DEPTH", "check_json_value"]
 MAX_JSON_DEPTH = 64
 """The deepest nesting of arrays and objects accepted in parameters, context and payloads."""
 
-_SCALARS = (str, int, bool, type(None))
+_SCALARS = (str, bool, type(None))
+_MIN_INT = -(2**63)
+_MAX_INT = 2**64 - 1  # orjson reads integers up to u64 back exactly; beyond that they become floats
 
 
 def check_json_value(value: Any, where: str, *, max_depth: int = MAX_JSON_DEPTH) -> None:
@@ -32,6 +35,13 @@ def check_json_value(value: Any, where: str, *, max_depth: int = MAX_JSON_DEPTH)
         if isinstance(item, str):
             if not item.isascii():
                 _check_utf8(item, path)
+            continue
+        if isinstance(item, int) and not isinstance(item, bool):
+            if not _MIN_INT <= item <= _MAX_INT:
+                raise InvalidRequestError(
+                    f"{path or '/'}: integer outside the 64-bit range JSON readers agree on",
+                    details={"errors": [{"pointer": path, "message": "integer beyond 64 bits"}]},
+                )
             continue
         if isinstance(item, _SCALARS):
             continue

@@ -9,7 +9,7 @@ from typing import Any
 from ._jsonvalue import check_json_value
 from ._schema_errors import schema_problems
 from .clock import parse_timestamp
-from .errors import ClockSkewError, CRAError, InvalidRequestError
+from .errors import ClockSkewError, CRAError, InvalidRequestError, PayloadTooLargeError
 from .schemas import validator
 
 __all__ = ["ValidationReport", "check_skew", "parse_request", "request_problems"]
@@ -45,7 +45,15 @@ def request_problems(request: Any) -> list[dict[str, str]]:
 
 
 def parse_request(request: Any, operation: str) -> dict[str, Any]:
-    """Check a CARP request for ``operation``; raise ``InvalidRequestError`` listing every problem."""
+    """Check a CARP request for ``operation``; raise ``InvalidRequestError`` listing every problem
+    (``PayloadTooLargeError`` when it nests deeper than the limit, as the Python API does)."""
+    if isinstance(request, dict):
+        try:
+            check_json_value(request, "")
+        except PayloadTooLargeError:
+            raise
+        except CRAError:
+            pass  # reported with every other problem below
     problems = request_problems(request)
     if not problems and request["operation"] != operation:
         problems = [{"pointer": "/operation", "message": f"expected operation {operation!r}"}]

@@ -51,7 +51,7 @@ class ResolveOps(RuntimeBase):
         session's Atlases. Every decision is recorded in the trace before this returns.
         """
         state = self._session(session_id, agent_id)
-        if risk_tier not in RISK_RANK:
+        if not isinstance(risk_tier, str) or risk_tier not in RISK_RANK:
             raise InvalidRequestError(
                 f"risk_tier must be one of {', '.join(RISK_TIERS)}",
                 details={"errors": [{"pointer": "/task/risk_tier", "message": "unknown risk tier"}]},
@@ -65,7 +65,7 @@ class ResolveOps(RuntimeBase):
         check_json_value(ctx_dict, "/context")
         return self._resolve(
             state,
-            request_id=request_id if request_id is not None else self._new_id(),
+            request_id=_text(request_id, "request_id") if request_id is not None else self._new_id(),
             goal=_text(goal, "goal", max_len=10_000) if goal is not None else state.goal,
             risk_tier=risk_tier,
             capabilities=_string_list(required_capabilities, "required_capabilities"),
@@ -137,7 +137,7 @@ class ResolveOps(RuntimeBase):
                 atlases = tuple(c for c in atlases if c.atlas.atlas_id in wanted)
             selected: frozenset[str] | None = None
             allowed_ids: set[str] | None = None
-            if capabilities is not None:
+            if capabilities:  # an empty list filters nothing, like no list
                 known: dict[str, set[str]] = {}
                 for compiled in atlases:
                     for cap_id, actions in compiled.capabilities.items():

@@ -79,6 +79,8 @@ class _Files:
             self.loaded[path] = real.read_bytes().decode("utf-8")
         except UnicodeDecodeError:
             return f"context file {path!r} is not valid UTF-8"
+        except OSError as exc:
+            return f"context file {path!r} cannot be read: {type(exc).__name__}"
         return None
 
 
@@ -95,6 +97,8 @@ def _read_json(path: Path, what: str) -> tuple[Any, Problem | None]:
         data = orjson.loads(path.read_bytes())
     except FileNotFoundError:
         return None, Problem("", f"{what} not found: {path.name}", "file", str(path.name))
+    except OSError as exc:  # a directory where a file should be, no permission, ...
+        return None, Problem("", f"{what} cannot be read: {type(exc).__name__}", "file", str(path.name))
     except orjson.JSONDecodeError as exc:
         return None, Problem("", f"{what} is not valid JSON: {exc}", "schema", str(path.name))
     try:
@@ -137,6 +141,16 @@ def _prepare(
 ) -> tuple[Any, _Files, dict[str, str], list[Problem], str | None]:
     sources: dict[str, str] = {}
     if isinstance(source, Mapping):
+        try:
+            check_json_value(source, "")  # before copying: orjson would quietly turn NaN into null
+        except CRAError as exc:
+            return (
+                None,
+                _Files(None, files, max_file_bytes),
+                sources,
+                [Problem("", exc.message, "schema")],
+                None,
+            )
         manifest = orjson.loads(orjson.dumps(source)) if _plain(source) else _copy(source)
         try:
             check_json_value(manifest, "")
@@ -149,6 +163,9 @@ def _prepare(
                 None,
             )
         return manifest, _Files(None, files or {}, max_file_bytes), sources, [], None
+    if not isinstance(source, str | os.PathLike):
+        problem = Problem("", "an Atlas is a directory, a manifest file, or a manifest object", "schema")
+        return None, _Files(None, files, max_file_bytes), sources, [problem], None
     path = Path(source)
     root = path if path.is_dir() else path.parent
     manifest_path = path / MANIFEST_NAME if path.is_dir() else path

@@ -1,8 +1,9 @@
 """The packaged wire schemas (JSON Schema Draft 2020-12), compiled once on first use.
 
 They are copies of the project's shared schemas, extended only where SPEC.md requires more than the shared
-copy allows (docs/decisions/0002-schema-extensions.md): the approval, heartbeat and gap event types, and
-``remaining`` in a resolution's rate limit.
+copy allows (docs/decisions/0002-schema-extensions.md): the approval, heartbeat and gap event types,
+``remaining`` in a resolution's rate limit, and ``HH:MM`` (a pattern, not ``format: time``, which demands
+seconds and an offset) for ``time_window`` start and end.
 """
 
 from __future__ import annotations

@@ -161,6 +161,9 @@ class TraceEvent:
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("TraceEvent is immutable")
 
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("TraceEvent is immutable")
+
     def compute_hash(self) -> str:
         """Recompute the hash from the fields (what ``event_hash`` must equal for an untampered event)."""
         return _hash_parts(
