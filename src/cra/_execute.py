@@ -151,6 +151,7 @@ class ExecuteOps(RuntimeBase):
         if res is None:
             raise ResolutionNotFoundError(f"no resolution {resolution_id!r} in this session")
         now = self.clock.now_us()
+        state.last_activity_us = now
         execution_id = self._new_id()
         span = state.span(self._new_id())
         requested = Record(
@@ -498,6 +499,7 @@ class ExecuteOps(RuntimeBase):
             self._pending.pop(execution_id, None)
             state.pending.pop(execution_id, None)
             state.completed.add(execution_id)
+            state.last_activity_us = now
         if timed_out:
             raise CompletionTimeoutError(message, details={"execution_id": execution_id})
         return ExecuteResponse(

@@ -302,6 +302,7 @@ class ResolveOps(RuntimeBase):
                 res_state.approvals.append(approval)
                 self._approvals[approval.approval_id] = approval
             state.request_ids.add(request_id)
+            state.last_activity_us = now
             state.resolutions[resolution_id] = res_state
             self._resolutions[resolution_id] = res_state
         return resolution

@@ -80,6 +80,9 @@ class RuntimeBase:
         max_context_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         import_executors: bool = True,
         tracing: str = "immediate",
+        session_idle_timeout_seconds: float | None = None,
+        session_max_lifetime_seconds: float | None = None,
+        resolution_retention_seconds: float = 3600,
         trace_buffer: int = 65_536,
         trace_overflow: str = "block",
     ) -> None:
@@ -103,6 +106,21 @@ class RuntimeBase:
             )
         )
         self.tracing = tracing
+        for name, value in (
+            ("session_idle_timeout_seconds", session_idle_timeout_seconds),
+            ("session_max_lifetime_seconds", session_max_lifetime_seconds),
+        ):
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be positive (or None for no limit)")
+        if resolution_retention_seconds < 0:
+            raise ValueError("resolution_retention_seconds must not be negative")
+        self.session_idle_timeout_us = (
+            None if session_idle_timeout_seconds is None else round(session_idle_timeout_seconds * 1_000_000)
+        )
+        self.session_max_lifetime_us = (
+            None if session_max_lifetime_seconds is None else round(session_max_lifetime_seconds * 1_000_000)
+        )
+        self.resolution_retention_us = round(resolution_retention_seconds * 1_000_000)
         self._atlases: dict[str, CompiledAtlas] = {}
         self._atlas_lock = threading.Lock()
         self._handlers: dict[str, Handler] = {}
@@ -160,7 +178,62 @@ class RuntimeBase:
             raise ForbiddenError("the session belongs to another agent")
         return state
 
-    @staticmethod
-    def _check_active(state: SessionState) -> None:
-        if state.status != "active":
-            raise SessionEndedError(f"session {state.session_id} has ended ({state.end_reason})")
+    def _expiry_reason(self, state: SessionState, now_us: int) -> str | None:
+        """``idle_timeout`` or ``max_lifetime`` when an active session has run out of time, else None."""
+        if (
+            self.session_max_lifetime_us is not None
+            and now_us - state.created_us >= self.session_max_lifetime_us
+        ):
+            return "max_lifetime"
+        if (
+            self.session_idle_timeout_us is not None
+            and now_us - state.last_activity_us >= self.session_idle_timeout_us
+        ):
+            return "idle_timeout"
+        return None
+
+    def _check_active(self, state: SessionState) -> None:
+        """Raise ``SessionEndedError`` unless the session is active. A session that has outlived its idle
+        timeout or maximum lifetime is ended here (recorded with that reason) even if no timer ran yet."""
+        if state.status == "active":
+            now = self.clock.now_us()
+            reason = self._expiry_reason(state, now)
+            if reason is None:
+                return
+            with state.lock:
+                if state.status == "active":
+                    self._end_locked(state, reason, now)
+        raise SessionEndedError(f"session {state.session_id} has ended ({state.end_reason})")
+
+    def _end_locked(self, state: SessionState, reason: str, now: int) -> None:
+        """Record the end of a session (caller holds its lock). Executions still awaiting ``complete`` are
+        recorded as failed (``SESSION_ENDED``) first, so nothing is left open in the trace; the state changes
+        only once everything is recorded."""
+        for pending in list(state.pending.values()):
+            self._record_durably(
+                state.span(pending.span_id),
+                [
+                    Record(
+                        "action.failed",
+                        {
+                            "action_id": pending.action_id,
+                            "error_code": "SESSION_ENDED",
+                            "error_message": "the session ended before the outcome was reported",
+                        },
+                    )
+                ],
+            )
+        self._record_durably(
+            state.span(self._new_id()),
+            [
+                Record(
+                    "session.ended",
+                    {"reason": reason, "duration_ms": max(0, (now - state.created_us) // 1000)},
+                )
+            ],
+        )
+        for pending in list(state.pending.values()):
+            self._pending.pop(pending.execution_id, None)
+            state.completed.add(pending.execution_id)
+        state.pending.clear()
+        state.status, state.ended_us, state.end_reason = "ended", now, reason

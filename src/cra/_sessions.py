@@ -53,7 +53,7 @@ class SessionOps(RuntimeBase):
             chosen = tuple(loaded[a] for a in dict.fromkeys(ids))
         now = self.clock.now_us()
         session_id, trace_id, root = self._new_id(), self._new_id(), self._new_id()
-        state = SessionState(session_id, agent_id, goal, meta, chosen, trace_id, root, now)
+        state = SessionState(session_id, agent_id, goal, meta, chosen, trace_id, root, now, now)
         payload = {
             "agent_id": agent_id,
             "goal": goal,
@@ -90,32 +90,5 @@ class SessionOps(RuntimeBase):
         reason = _text(reason, "reason", max_len=64)
         with state.lock:
             self._check_active(state)
-            now = self.clock.now_us()
-            for pending in list(state.pending.values()):
-                self._record_durably(
-                    state.span(pending.span_id),
-                    [
-                        Record(
-                            "action.failed",
-                            {
-                                "action_id": pending.action_id,
-                                "error_code": "SESSION_ENDED",
-                                "error_message": "the session ended before the outcome was reported",
-                            },
-                        )
-                    ],
-                )
-                state.pending.pop(pending.execution_id, None)
-                self._pending.pop(pending.execution_id, None)
-                state.completed.add(pending.execution_id)
-            self._record_durably(
-                state.span(self._new_id()),
-                [
-                    Record(
-                        "session.ended",
-                        {"reason": reason, "duration_ms": max(0, (now - state.created_us) // 1000)},
-                    )
-                ],
-            )
-            state.status, state.ended_us, state.end_reason = "ended", now, reason
+            self._end_locked(state, reason, self.clock.now_us())
         return state.public()

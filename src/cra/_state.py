@@ -121,6 +121,7 @@ class SessionState:
     trace_id: str
     root_span_id: str
     created_us: int
+    last_activity_us: int = 0
     status: str = "active"
     ended_us: int | None = None
     end_reason: str | None = None

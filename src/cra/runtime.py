@@ -12,6 +12,7 @@ from typing import Any
 from ._approvals import ApprovalOps
 from ._atlases import AtlasOps
 from ._execute import ExecuteOps
+from ._maintenance import MaintenanceOps
 from ._resolve import ResolveOps
 from ._runtime_base import Handler
 from ._sessions import SessionOps
@@ -25,7 +26,7 @@ from .trace.verify import ChainVerification, verify_chain
 __all__ = ["Handler", "Runtime"]
 
 
-class Runtime(AtlasOps, SessionOps, ResolveOps, ExecuteOps, ApprovalOps):
+class Runtime(AtlasOps, SessionOps, ResolveOps, ExecuteOps, ApprovalOps, MaintenanceOps):
     """A CRA runtime embedded in this process.
 
     ``clock`` defaults to the system clock (pass ``cra.ManualClock()`` in tests); ``storage`` is a URL

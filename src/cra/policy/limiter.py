@@ -46,27 +46,35 @@ class Limiter(Protocol):
         recorded, so it must not count)."""
         ...
 
+    def prune(self, now_us: int) -> int:
+        """Housekeeping: forget entries that have left their window; returns how many were dropped."""
+        ...
+
     def close(self) -> None:
         """Release connections; idempotent."""
         ...
 
 
 class _Window:
-    __slots__ = ("entries", "total")
+    __slots__ = ("entries", "total", "window_us")
 
-    def __init__(self) -> None:
+    def __init__(self, window_us: int | None) -> None:
         self.entries: deque[tuple[int, float]] = deque()  # unbounded: a full window must refuse, not forget
         self.total = 0.0
+        self.window_us = window_us
 
-    def prune(self, window_us: int | None, now_us: int) -> None:
+    def prune(self, window_us: int | None, now_us: int) -> int:
         if window_us is None:
-            return
+            return 0
         horizon = now_us - window_us
         entries = self.entries
+        dropped = 0
         while entries and entries[0][0] <= horizon:
             self.total -= entries.popleft()[1]
+            dropped += 1
         if not entries:
             self.total = 0.0  # drop float residue
+        return dropped
 
 
 class MemoryLimiter:
@@ -92,7 +100,7 @@ class MemoryLimiter:
             for index, request in enumerate(requests):
                 window = self._windows.get(request.key)
                 if window is None:
-                    window = self._windows[request.key] = _Window()
+                    window = self._windows[request.key] = _Window(request.window_us)
                 window.prune(request.window_us, now_us)
                 if window.total + request.weight > request.limit:
                     return index
@@ -114,6 +122,15 @@ class MemoryLimiter:
                         del entries[index]
                         window.total -= request.weight
                         break
+
+    def prune(self, now_us: int) -> int:
+        with self._lock:
+            dropped = 0
+            for key, window in list(self._windows.items()):
+                dropped += window.prune(window.window_us, now_us)
+                if not window.entries:
+                    del self._windows[key]
+            return dropped
 
     def snapshot(self) -> dict[str, list[tuple[int, float]]]:
         """Every window's entries (for state reconstruction and tests)."""
