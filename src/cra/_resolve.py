@@ -9,8 +9,7 @@ from ._context import select_context
 from ._jsonvalue import check_json_value
 from ._requests import check_skew, parse_request
 from ._runtime_base import _US, RuntimeBase, _string_list, _text
-from ._state import ApprovalState, ResolutionState, SessionState
-from .clock import format_timestamp
+from ._state import ApprovalState, ResolutionPlan, ResolutionState, SessionState
 from .errors import (
     DuplicateRequestError,
     ForbiddenError,
@@ -19,9 +18,16 @@ from .errors import (
     UnknownCapabilityError,
 )
 from .policy.conditions import RISK_RANK, RISK_TIERS, EvalContext
-from .policy.engine import Verdict, evaluate
+from .policy.engine import LimitRule, Verdict, evaluate
 from .resolution import AllowedAction, ContextBlock, DeniedAction, Resolution
-from .trace.tracer import Record
+from .trace.canonical import canonical_json
+from .trace.tracer import Record, prepared
+
+__all__ = ["ResolveOps"]
+
+_CACHE_PER_SESSION = 256  # distinct request shapes kept per session (cleared, not evicted, when full)
+_MINUTE_US = 60_000_000
+_FOREVER = 2**62
 
 
 class ResolveOps(RuntimeBase):
@@ -125,187 +131,269 @@ class ResolveOps(RuntimeBase):
             self._check_active(state)
             if request_id in state.request_ids:
                 raise DuplicateRequestError(f"request_id {request_id} was already used in this session")
-            atlases = state.atlases
-            if atlas_ids is not None:
-                own = {c.atlas.atlas_id for c in atlases}
-                unknown = [a for a in atlas_ids if a not in own]
-                if unknown:
-                    raise UnknownAtlasError(
-                        f"not an Atlas of this session: {', '.join(unknown)}", details={"atlas_ids": unknown}
-                    )
-                wanted = set(atlas_ids)
-                atlases = tuple(c for c in atlases if c.atlas.atlas_id in wanted)
-            selected: frozenset[str] | None = None
-            allowed_ids: set[str] | None = None
-            if capabilities:  # an empty list filters nothing, like no list
-                known: dict[str, set[str]] = {}
-                for compiled in atlases:
-                    for cap_id, actions in compiled.capabilities.items():
-                        known.setdefault(cap_id, set()).update(actions)
-                unknown = [c for c in capabilities if c not in known]
-                if unknown:
-                    raise UnknownCapabilityError(
-                        f"unknown capability: {', '.join(unknown)}", details={"capabilities": unknown}
-                    )
-                selected = frozenset(capabilities)
-                allowed_ids = set().union(*(known[c] for c in capabilities)) if capabilities else set()
-
             now = self.clock.now_us()
-            ctx = EvalContext(
-                RISK_RANK[risk_tier], state.agent_id, selected or frozenset(), context, now, state.session_id
+            key = (
+                risk_tier,
+                tuple(capabilities) if capabilities else None,
+                tuple(hints),
+                canonical_json(context) if context else None,
+                tuple(atlas_ids) if atlas_ids is not None else None,
             )
-            resolution_id = self._new_id()
-            records = [
-                Record(
-                    "carp.request.received",
-                    {
-                        "request_id": request_id,
-                        "operation": "resolve",
-                        "goal": goal,
-                        "atlas_ids": [c.atlas.atlas_id for c in atlases],
-                        "risk_tier": risk_tier,
-                        "required_capabilities": capabilities,
-                        "context_hints": hints,
-                        "context": context,
-                    },
-                )
-            ]
-            allowed: list[AllowedAction] = []
-            denied: list[DeniedAction] = []
-            allowed_state: dict[str, tuple[Any, Verdict]] = {}
-            denied_state: dict[str, DeniedAction] = {}
-            needs_approval: list[str] = []
-            windows: dict[str, dict[str, Any]] = {}
-            for compiled in atlases:
-                for plan in compiled.plans:
-                    action_id = plan.action.action_id
-                    if allowed_ids is not None and action_id not in allowed_ids:
-                        continue
-                    verdict = evaluate(plan, ctx, self.limiter)
-                    records.append(
-                        Record(
-                            "policy.evaluated",
-                            {
-                                "policy_id": verdict.policy_id,
-                                "result": verdict.result,
-                                "action_id": action_id,
-                            },
-                        )
-                    )
-                    if not verdict.allowed:
-                        entry = DeniedAction(action_id, verdict.reason or "", verdict.policy_id)
-                        denied.append(entry)
-                        denied_state[action_id] = entry
-                        continue
-                    confirm = verdict.result == "requires_approval"
-                    if confirm:
-                        needs_approval.append(action_id)
-                    allowed.append(self._allowed_action(plan.wire, confirm, verdict, ctx, windows, action_id))
-                    allowed_state[action_id] = (plan, verdict)
+            plan = state.resolve_cache.get(key)
+            cached = plan is not None and plan.valid(now, self.limiter)
+            if plan is None or not cached:
+                plan = self._plan(state, now, risk_tier, capabilities, hints, context, atlas_ids, max_tokens)
+                if self.resolution_cache and plan.cacheable:
+                    if len(state.resolve_cache) >= _CACHE_PER_SESSION:
+                        state.resolve_cache.clear()
+                    state.resolve_cache[key] = plan
+            return self._assemble(
+                state, plan, cached, now, request_id, goal, risk_tier, capabilities, hints, context
+            )
 
-            blocks: list[ContextBlock] = []
-            for block, injected in select_context(atlases, ctx, selected, frozenset(hints), max_tokens):
-                if injected:
-                    blocks.append(ContextBlock(**block))
-                    records.append(
-                        Record(
-                            "context.injected",
-                            {
-                                "block_id": block["block_id"],
-                                "source": block["source"],
-                                "token_count": block["token_estimate"],
-                            },
-                        )
-                    )
-                else:
-                    records.append(
-                        Record(
-                            "context.redacted",
-                            {"block_id": block["block_id"], "redaction_reason": "token_budget"},
-                        )
-                    )
-
-            ttl = self.resolution_ttl_seconds
-            expires = now + ttl * _US
-            constraints = list(windows.values())
-            approval: ApprovalState | None = None
-            if needs_approval:
-                approval = ApprovalState(
-                    self._new_id(),
-                    state.session_id,
-                    state.agent_id,
-                    resolution_id,
-                    tuple(needs_approval),
-                    now,
-                    expires,
-                )
-                constraints.append(
-                    {
-                        "constraint_id": approval.approval_id,
-                        "type": "require_approval",
-                        "parameters": {"approval_id": approval.approval_id, "actions": list(needs_approval)},
-                    }
-                )
-            if not allowed:
-                decision, reason = "deny", "No actions are allowed"
-            elif needs_approval:
-                decision, reason = "requires_approval", "Approval required before execution"
-            elif denied:
-                decision, reason = "partial", "Some actions are denied by policy"
-            else:
-                decision, reason = "allow", None
-            records.append(
-                Record(
-                    "carp.resolution.completed",
-                    {
-                        "resolution_id": resolution_id,
-                        "request_id": request_id,
-                        "decision_type": decision,
-                        "allowed_count": len(allowed),
-                        "denied_count": len(denied),
-                        "context_block_count": len(blocks),
-                        "ttl_seconds": ttl,
-                    },
-                )
-            )
-            resolution = Resolution(
-                resolution_id=resolution_id,
-                request_id=request_id,
-                session_id=state.session_id,
-                timestamp=format_timestamp(now),
-                decision_type=decision,
-                decision_reason=reason,
-                approval_id=approval.approval_id if approval else None,
-                expires_at=format_timestamp(expires),
-                allowed_actions=allowed,
-                denied_actions=denied,
-                context_blocks=blocks,
-                constraints=constraints,
-                ttl_seconds=ttl,
-                trace_id=state.trace_id,
-            )
-            # Record first: if storage refuses, the runtime's state is left exactly as it was.
-            self._tracer.emit(state.span(self._new_id()), records)
-            res_state = ResolutionState(
-                resolution,
+    def _assemble(
+        self,
+        state: SessionState,
+        plan: ResolutionPlan,
+        cached: bool,
+        now: int,
+        request_id: str,
+        goal: str,
+        risk_tier: str,
+        capabilities: list[str] | None,
+        hints: list[str],
+        context: dict[str, Any],
+    ) -> Resolution:
+        """The per-call part of a resolution: ids, approval, records, state. Everything else is the plan's."""
+        resolution_id = self._new_id()
+        ttl = self.resolution_ttl_seconds
+        expires = now + ttl * _US
+        constraints = list(plan.constraints)
+        approval: ApprovalState | None = None
+        if plan.needs_approval:
+            approval = ApprovalState(
+                self._new_id(),
                 state.session_id,
                 state.agent_id,
-                ctx.task_rank,
-                ctx.capabilities,
-                context,
+                resolution_id,
+                plan.needs_approval,
                 now,
                 expires,
-                allowed_state,
-                denied_state,
             )
-            if approval is not None:
-                res_state.approvals.append(approval)
-                self._approvals[approval.approval_id] = approval
-            state.request_ids.add(request_id)
-            state.last_activity_us = now
-            state.resolutions[resolution_id] = res_state
-            self._resolutions[resolution_id] = res_state
+            constraints.append(
+                {
+                    "constraint_id": approval.approval_id,
+                    "type": "require_approval",
+                    "parameters": {"approval_id": approval.approval_id, "actions": list(plan.needs_approval)},
+                }
+            )
+        received = Record(
+            "carp.request.received",
+            {
+                "request_id": request_id,
+                "operation": "resolve",
+                "goal": goal,
+                "atlas_ids": plan.atlas_ids,
+                "risk_tier": risk_tier,
+                "required_capabilities": capabilities,
+                "context_hints": hints,
+                "context": context,
+            },
+        )
+        if cached:
+            closing = Record("carp.resolution.cached", {"resolution_id": resolution_id, "cache_hit": True})
+        else:
+            closing = Record(
+                "carp.resolution.completed",
+                {
+                    "resolution_id": resolution_id,
+                    "request_id": request_id,
+                    "decision_type": plan.decision,
+                    "allowed_count": len(plan.allowed),
+                    "denied_count": len(plan.denied),
+                    "context_block_count": len(plan.blocks),
+                    "ttl_seconds": ttl,
+                },
+            )
+        resolution = Resolution(
+            resolution_id=resolution_id,
+            request_id=request_id,
+            session_id=state.session_id,
+            created_us=now,
+            decision_type=plan.decision,
+            decision_reason=plan.reason,
+            approval_id=approval.approval_id if approval else None,
+            expires_us=expires,
+            allowed_actions=list(plan.allowed),
+            denied_actions=list(plan.denied),
+            context_blocks=list(plan.blocks),
+            constraints=constraints,
+            ttl_seconds=ttl,
+            trace_id=state.trace_id,
+            cached=cached,
+        )
+        # Record first: if storage refuses, the runtime's state is left exactly as it was.
+        self._tracer.emit(state.span(self._new_id()), [received, *plan.records, closing])
+        res_state = ResolutionState(
+            resolution,
+            state.session_id,
+            state.agent_id,
+            plan.task_rank,
+            plan.capabilities,
+            context,
+            now,
+            expires,
+            plan.allowed_state,
+            plan.denied_state,
+        )
+        if approval is not None:
+            res_state.approvals.append(approval)
+            self._approvals[approval.approval_id] = approval
+        state.request_ids.add(request_id)
+        state.last_activity_us = now
+        state.resolutions[resolution_id] = res_state
+        self._resolutions[resolution_id] = res_state
         return resolution
+
+    def _plan(
+        self,
+        state: SessionState,
+        now: int,
+        risk_tier: str,
+        capabilities: list[str] | None,
+        hints: list[str],
+        context: dict[str, Any],
+        atlas_ids: list[str] | None,
+        max_tokens: int | None,
+    ) -> ResolutionPlan:
+        """Evaluate every candidate and choose the context: the part of a resolution a cache can reuse."""
+        atlases = state.atlases
+        if atlas_ids is not None:
+            own = {c.atlas.atlas_id for c in atlases}
+            unknown = [a for a in atlas_ids if a not in own]
+            if unknown:
+                raise UnknownAtlasError(
+                    f"not an Atlas of this session: {', '.join(unknown)}", details={"atlas_ids": unknown}
+                )
+            wanted = set(atlas_ids)
+            atlases = tuple(c for c in atlases if c.atlas.atlas_id in wanted)
+        selected: frozenset[str] | None = None
+        allowed_ids: set[str] | None = None
+        if capabilities:  # an empty list filters nothing, like no list
+            known: dict[str, set[str]] = {}
+            for compiled in atlases:
+                for cap_id, actions in compiled.capabilities.items():
+                    known.setdefault(cap_id, set()).update(actions)
+            unknown = [c for c in capabilities if c not in known]
+            if unknown:
+                raise UnknownCapabilityError(
+                    f"unknown capability: {', '.join(unknown)}", details={"capabilities": unknown}
+                )
+            selected = frozenset(capabilities)
+            allowed_ids = set().union(*(known[c] for c in capabilities))
+
+        ctx = EvalContext(
+            RISK_RANK[risk_tier], state.agent_id, selected or frozenset(), context, now, state.session_id
+        )
+        records: list[Record] = []
+        allowed: list[AllowedAction] = []
+        denied: list[DeniedAction] = []
+        allowed_state: dict[str, tuple[Any, Verdict]] = {}
+        denied_state: dict[str, DeniedAction] = {}
+        needs_approval: list[str] = []
+        windows: dict[str, dict[str, Any]] = {}
+        consulted: dict[str, LimitRule] = {}
+        time_dependent = False
+        for compiled in atlases:
+            time_dependent = time_dependent or compiled.time_dependent
+            for plan in compiled.plans:
+                action_id = plan.action.action_id
+                if allowed_ids is not None and action_id not in allowed_ids:
+                    continue
+                for rule in plan.limit_rules:
+                    consulted[rule.key(ctx)] = rule
+                verdict = evaluate(plan, ctx, self.limiter)
+                records.append(
+                    prepared(
+                        "policy.evaluated",
+                        {"policy_id": verdict.policy_id, "result": verdict.result, "action_id": action_id},
+                    )
+                )
+                if not verdict.allowed:
+                    entry = DeniedAction(action_id, verdict.reason or "", verdict.policy_id)
+                    denied.append(entry)
+                    denied_state[action_id] = entry
+                    continue
+                confirm = verdict.result == "requires_approval"
+                if confirm:
+                    needs_approval.append(action_id)
+                allowed.append(self._allowed_action(plan.wire, confirm, verdict, ctx, windows, action_id))
+                allowed_state[action_id] = (plan, verdict)
+
+        blocks: list[ContextBlock] = []
+        for block, injected in select_context(atlases, ctx, selected, frozenset(hints), max_tokens):
+            if injected:
+                blocks.append(ContextBlock(**block))
+                records.append(
+                    prepared(
+                        "context.injected",
+                        {
+                            "block_id": block["block_id"],
+                            "source": block["source"],
+                            "token_count": block["token_estimate"],
+                        },
+                    )
+                )
+            else:
+                records.append(
+                    prepared(
+                        "context.redacted",
+                        {"block_id": block["block_id"], "redaction_reason": "token_budget"},
+                    )
+                )
+
+        if not allowed:
+            decision, reason = "deny", "No actions are allowed"
+        elif needs_approval:
+            decision, reason = "requires_approval", "Approval required before execution"
+        elif denied:
+            decision, reason = "partial", "Some actions are denied by policy"
+        else:
+            decision, reason = "allow", None
+
+        # When may this answer change? The next minute (time windows), the next limiter change (version),
+        # or when the oldest entry of a consulted window leaves it (usage drops).
+        valid_until = ((now // _MINUTE_US) + 1) * _MINUTE_US if time_dependent else _FOREVER
+        limiter_version: int | None = None
+        cacheable = True
+        if consulted:
+            limiter_version = getattr(self.limiter, "version", None)
+            next_change = getattr(self.limiter, "next_change", None)
+            if limiter_version is None or next_change is None:
+                cacheable = False  # a limiter shared with other processes: its state can change unseen
+            else:
+                for key, rule in consulted.items():
+                    moment = next_change(key, rule.window_us)
+                    if moment is not None and moment < valid_until:
+                        valid_until = moment
+        return ResolutionPlan(
+            atlas_ids=[c.atlas.atlas_id for c in atlases],
+            records=tuple(records),
+            allowed=tuple(allowed),
+            denied=tuple(denied),
+            blocks=tuple(blocks),
+            constraints=tuple(windows.values()),
+            needs_approval=tuple(needs_approval),
+            allowed_state=allowed_state,
+            denied_state=denied_state,
+            decision=decision,
+            reason=reason,
+            task_rank=ctx.task_rank,
+            capabilities=ctx.capabilities,
+            valid_until_us=valid_until,
+            limiter_version=limiter_version,
+            cacheable=cacheable,
+        )
 
     @staticmethod
     def _allowed_action(

@@ -83,6 +83,7 @@ class RuntimeBase:
         session_idle_timeout_seconds: float | None = None,
         session_max_lifetime_seconds: float | None = None,
         resolution_retention_seconds: float = 3600,
+        resolution_cache: bool = True,
         trace_buffer: int = 65_536,
         trace_overflow: str = "block",
     ) -> None:
@@ -106,6 +107,7 @@ class RuntimeBase:
             )
         )
         self.tracing = tracing
+        self.resolution_cache = resolution_cache
         for name, value in (
             ("session_idle_timeout_seconds", session_idle_timeout_seconds),
             ("session_max_lifetime_seconds", session_max_lifetime_seconds),

@@ -14,14 +14,15 @@ from .clock import format_timestamp
 from .execution import ExecuteResponse
 from .policy.conditions import EvalContext
 from .policy.engine import ActionPlan, CompiledAtlas, Verdict
-from .resolution import DeniedAction, Resolution
+from .resolution import AllowedAction, ContextBlock, DeniedAction, Resolution
 from .session import Approval, Session
-from .trace.tracer import Span
+from .trace.tracer import Record, Span
 
 __all__ = [
     "ApprovalState",
     "IdempotencyRecord",
     "PendingExecution",
+    "ResolutionPlan",
     "ResolutionState",
     "SessionState",
 ]
@@ -91,6 +92,35 @@ class ResolutionState:
 
 
 @dataclass(eq=False, slots=True)
+class ResolutionPlan:
+    """The reusable part of a resolution, cached per session and request shape (SPEC 3.1: same Atlas, request,
+    limiter state and clock give the same resolution). Shared pieces are never mutated after creation."""
+
+    atlas_ids: list[str]
+    records: tuple[Record, ...]
+    allowed: tuple[AllowedAction, ...]
+    denied: tuple[DeniedAction, ...]
+    blocks: tuple[ContextBlock, ...]
+    constraints: tuple[dict[str, Any], ...]
+    needs_approval: tuple[str, ...]
+    allowed_state: dict[str, tuple[ActionPlan, Verdict]]
+    denied_state: dict[str, DeniedAction]
+    decision: str
+    reason: str | None
+    task_rank: int
+    capabilities: frozenset[str]
+    valid_until_us: int
+    limiter_version: int | None
+    cacheable: bool
+
+    def valid(self, now_us: int, limiter: Any) -> bool:
+        """Still the answer at ``now_us``: before its expiry moment and with the limiter unchanged."""
+        if now_us >= self.valid_until_us:
+            return False
+        return self.limiter_version is None or getattr(limiter, "version", None) == self.limiter_version
+
+
+@dataclass(eq=False, slots=True)
 class IdempotencyRecord:
     action_id: str
     resolution_id: str
@@ -130,6 +160,7 @@ class SessionState:
     idempotency: dict[str, IdempotencyRecord] = field(default_factory=dict)
     pending: dict[str, PendingExecution] = field(default_factory=dict)
     completed: set[str] = field(default_factory=set)
+    resolve_cache: dict[tuple[Any, ...], ResolutionPlan] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     def span(self, span_id: str) -> Span:

@@ -6,10 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .clock import format_timestamp
+
 __all__ = ["AllowedAction", "ContextBlock", "DeniedAction", "Resolution"]
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class AllowedAction:
     """An action the agent may execute under this resolution (read-only)."""
 
@@ -41,7 +43,7 @@ class AllowedAction:
         return out
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class DeniedAction:
     """An action refused by policy, with the reason and the policy that refused it (read-only)."""
 
@@ -53,7 +55,7 @@ class DeniedAction:
         return {"action_id": self.action_id, "reason": self.reason, "policy_id": self.policy_id}
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ContextBlock:
     """One context document injected into the agent's context (read-only)."""
 
@@ -83,11 +85,11 @@ class Resolution:
     resolution_id: str
     request_id: str
     session_id: str
-    timestamp: str
+    created_us: int
     decision_type: str
     decision_reason: str | None
     approval_id: str | None
-    expires_at: str
+    expires_us: int
     allowed_actions: list[AllowedAction]
     denied_actions: list[DeniedAction]
     context_blocks: list[ContextBlock]
@@ -95,6 +97,16 @@ class Resolution:
     ttl_seconds: int
     trace_id: str
     cached: bool = False
+
+    @property
+    def timestamp(self) -> str:
+        """When the resolution was made (``YYYY-MM-DDTHH:MM:SS.ffffffZ``)."""
+        return format_timestamp(self.created_us)
+
+    @property
+    def expires_at(self) -> str:
+        """When it expires (``timestamp`` + ``ttl_seconds``)."""
+        return format_timestamp(self.expires_us)
 
     @property
     def allowed_ids(self) -> list[str]:

@@ -368,7 +368,8 @@ def test_eight_threads_resolving_on_one_runtime_session_give_one_valid_chain() -
     result = runtime.verify(session.session_id)
     assert result.valid, result
     assert result.event_count == len(trace)
-    assert sum(e.event_type == "carp.resolution.completed" for e in trace) == THREADS * 10
+    closings = ("carp.resolution.completed", "carp.resolution.cached")  # repeats may come from the cache
+    assert sum(e.event_type in closings for e in trace) == THREADS * 10
     # each resolve's events stay together: request, evaluations, completion
     for i, event in enumerate(trace):
         if event.event_type == "carp.request.received":

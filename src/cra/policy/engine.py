@@ -114,6 +114,7 @@ class ActionPlan:
     validator: jsonschema_rs.Validator | None
     wire: Mapping[str, Any]
     time_dependent: bool
+    limit_rules: tuple[LimitRule, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +268,11 @@ def compile_atlas(atlas: Atlas) -> CompiledAtlas:
                 validator=validator,
                 wire=_wire_action(action),
                 time_dependent=time_dependent,
+                limit_rules=tuple(
+                    [p.limit for p in steps["rate_limit"] if p.limit is not None]
+                    + [p.limit for p, _cost in budget if p.limit is not None]
+                    + ([own_limit] if own_limit is not None else [])
+                ),
             )
         )
 

@@ -85,6 +85,7 @@ class MemoryLimiter:
     def __init__(self) -> None:
         self._windows: dict[str, _Window] = {}
         self._lock = threading.Lock()
+        self.version = 0  # bumped by every change, so cached resolutions know when limits moved
 
     def usage(self, key: str, window_us: int | None, now_us: int) -> float:
         with self._lock:
@@ -108,7 +109,16 @@ class MemoryLimiter:
             for window, request in zip(windows, requests, strict=True):
                 window.entries.append((now_us, request.weight))
                 window.total += request.weight
+            self.version += 1
             return -1
+
+    def next_change(self, key: str, window_us: int | None) -> int | None:
+        """When the window's usage will next drop on its own (its oldest entry leaves), or None."""
+        with self._lock:
+            window = self._windows.get(key)
+            if window is None or not window.entries or window_us is None:
+                return None
+            return window.entries[0][0] + window_us
 
     def release(self, requests: Sequence[LimitRequest], now_us: int) -> None:
         with self._lock:
@@ -121,6 +131,7 @@ class MemoryLimiter:
                     if entries[index] == (now_us, request.weight):
                         del entries[index]
                         window.total -= request.weight
+                        self.version += 1
                         break
 
     def prune(self, now_us: int) -> int:
@@ -130,6 +141,8 @@ class MemoryLimiter:
                 dropped += window.prune(window.window_us, now_us)
                 if not window.entries:
                     del self._windows[key]
+            if dropped:
+                self.version += 1
             return dropped
 
     def snapshot(self) -> dict[str, list[tuple[int, float]]]:
@@ -142,9 +155,13 @@ class MemoryLimiter:
 
 
 def open_limiter(url: str | Limiter | None) -> Limiter:
-    """The limiter a URL names (``memory://``); a limiter object passes through."""
+    """The limiter a URL names (``memory://``, ``sqlite:///cra.db``); a limiter object passes through."""
     if url is None or url == "memory://":
         return MemoryLimiter()
     if not isinstance(url, str):
         return url
-    raise ValueError(f"unknown limiter URL {url!r}: valid schemes are memory://")
+    if url.startswith("sqlite://"):
+        from .limiter_sqlite import SqliteLimiter
+
+        return SqliteLimiter(url)
+    raise ValueError(f"unknown limiter URL {url!r}: valid schemes are memory://, sqlite://")

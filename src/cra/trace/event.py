@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from .canonical import canonical_json
 
-__all__ = ["GENESIS_HASH", "TRACE_VERSION", "TraceEvent", "event_hash"]
+__all__ = ["GENESIS_HASH", "TRACE_VERSION", "TraceEvent", "event_hash", "make_event"]
 
 TRACE_VERSION = "1.0"
 GENESIS_HASH = "0" * 64
@@ -89,29 +89,7 @@ def event_hash(event: Mapping[str, Any] | TraceEvent) -> str:
     )
 
 
-class TraceEvent:
-    """One hash-chained TRACE event. Immutable; ``to_dict()`` gives the wire JSON object.
-
-    ``payload_json`` keeps the canonical JSON of the payload that was hashed, so storage writes exactly the
-    bytes the hash covers and never re-encodes them.
-    """
-
-    __slots__ = (
-        "event_hash",
-        "event_id",
-        "event_type",
-        "parent_span_id",
-        "payload",
-        "payload_json",
-        "previous_event_hash",
-        "sequence",
-        "session_id",
-        "span_id",
-        "timestamp",
-        "trace_id",
-        "trace_version",
-    )
-
+class _EventFields(NamedTuple):
     trace_version: str
     event_id: str
     trace_id: str
@@ -122,12 +100,23 @@ class TraceEvent:
     timestamp: str
     event_type: str
     payload: Mapping[str, Any]
-    payload_json: bytes
     event_hash: str
     previous_event_hash: str
+    payload_json: bytes
 
-    def __init__(
-        self,
+
+class TraceEvent(_EventFields):
+    """One hash-chained TRACE event. Immutable (a tuple underneath, so building one is cheap: the chain
+    builds thousands per second); ``to_dict()`` gives the wire JSON object.
+
+    ``payload_json`` keeps the canonical JSON of the payload that was hashed, so storage writes exactly the
+    bytes the hash covers and never re-encodes them.
+    """
+
+    __slots__ = ()
+
+    def __new__(
+        cls,
         *,
         event_id: str,
         trace_id: str,
@@ -142,27 +131,44 @@ class TraceEvent:
         event_hash: str | None = None,
         payload_json: bytes | None = None,
         trace_version: str = TRACE_VERSION,
-    ) -> None:
-        setattr_ = object.__setattr__
-        setattr_(self, "trace_version", trace_version)
-        setattr_(self, "event_id", event_id)
-        setattr_(self, "trace_id", trace_id)
-        setattr_(self, "span_id", span_id)
-        setattr_(self, "parent_span_id", parent_span_id)
-        setattr_(self, "session_id", session_id)
-        setattr_(self, "sequence", sequence)
-        setattr_(self, "timestamp", timestamp)
-        setattr_(self, "event_type", event_type)
-        setattr_(self, "payload", payload)
-        setattr_(self, "payload_json", payload_json if payload_json is not None else canonical_json(payload))
-        setattr_(self, "previous_event_hash", previous_event_hash)
-        setattr_(self, "event_hash", event_hash if event_hash is not None else self.compute_hash())
+    ) -> TraceEvent:
+        if payload_json is None:
+            payload_json = canonical_json(payload)
+        if event_hash is None:
+            event_hash = _hash_parts(
+                trace_version,
+                event_id,
+                trace_id,
+                span_id,
+                parent_span_id,
+                session_id,
+                sequence,
+                timestamp,
+                event_type,
+                payload_json,
+                previous_event_hash,
+            )
+        return _new_event(
+            cls,
+            (
+                trace_version,
+                event_id,
+                trace_id,
+                span_id,
+                parent_span_id,
+                session_id,
+                sequence,
+                timestamp,
+                event_type,
+                payload,
+                event_hash,
+                previous_event_hash,
+                payload_json,
+            ),
+        )
 
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError("TraceEvent is immutable")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError("TraceEvent is immutable")
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (tuple(self),))
 
     def compute_hash(self) -> str:
         """Recompute the hash from the fields (what ``event_hash`` must equal for an untampered event)."""
@@ -273,8 +279,70 @@ class TraceEvent:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, TraceEvent) and self.to_json() == other.to_json()
 
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
     def __hash__(self) -> int:
         return hash(self.event_hash)
 
     def __repr__(self) -> str:
         return f"TraceEvent(#{self.sequence} {self.event_type} {self.event_hash[:12]})"
+
+
+_new_event = tuple.__new__
+
+
+def _rebuild(fields: tuple[Any, ...]) -> TraceEvent:
+    event: TraceEvent = _new_event(TraceEvent, fields)
+    return event
+
+
+def make_event(
+    event_id: str,
+    trace_id: str,
+    span_id: str,
+    parent_span_id: str | None,
+    session_id: str,
+    sequence: int,
+    timestamp: str,
+    event_type: str,
+    payload: Mapping[str, Any],
+    previous_event_hash: str,
+    payload_json: bytes | None = None,
+) -> TraceEvent:
+    """The chain's fast constructor: positional, hashes once, no keyword handling (``payload_json``, when
+    given, must be ``canonical_json(payload)``)."""
+    if payload_json is None:
+        payload_json = canonical_json(payload)
+    event_hash = _hash_parts(
+        TRACE_VERSION,
+        event_id,
+        trace_id,
+        span_id,
+        parent_span_id,
+        session_id,
+        sequence,
+        timestamp,
+        event_type,
+        payload_json,
+        previous_event_hash,
+    )
+    event: TraceEvent = _new_event(
+        TraceEvent,
+        (
+            TRACE_VERSION,
+            event_id,
+            trace_id,
+            span_id,
+            parent_span_id,
+            session_id,
+            sequence,
+            timestamp,
+            event_type,
+            payload,
+            event_hash,
+            previous_event_hash,
+            payload_json,
+        ),
+    )
+    return event

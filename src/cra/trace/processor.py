@@ -88,7 +88,6 @@ class DeferredTracer:
         self._oldest_us = 0  # emit time of the oldest buffered item (for lag)
         self._closed = False
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
         if start:
             self._start_thread()
         _LIVE.add(self)
@@ -104,7 +103,6 @@ class DeferredTracer:
             return
         if self._closed:
             raise StorageUnavailableError("the trace processor is closed")
-        self._check_fork()
         count = len(records)
         now = self._clock.now_us()
         with self._cond:
@@ -127,13 +125,15 @@ class DeferredTracer:
                         self._cond.acquire()
             ticket = self._next_ticket
             self._next_ticket += 1
-            was_empty = not self._queue
-            if was_empty:
+            if not self._queue:
                 self._oldest_us = now
             self._queue.append((ticket, span, records, now))
-            self._buffered += count
-            if was_empty or self._buffered >= self.batch_size:
-                self._cond.notify_all()
+            before = self._buffered
+            self._buffered = before + count
+            # Wake the thread only when a batch is full: a wake-up per emit makes the thread fight the hot
+            # path for the GIL. Otherwise it collects within flush_interval; durable emits commit inline.
+            if before < self.batch_size <= self._buffered and not durable:
+                self._cond.notify()
         if durable:
             self._drain(ticket)
 
@@ -218,42 +218,46 @@ class DeferredTracer:
             f"trace storage keeps failing ({type(failure).__name__}); the events stay buffered"
         ) from failure
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._closed:
-                    self._cond.wait()  # idle: no polling, woken by the first emit into an empty queue
-                if self._closed and not self._queue:
-                    return
-                if self._buffered < self.batch_size and not self._closed:
-                    self._cond.wait(self.flush_interval)  # let a batch gather (group commit)
-                target = self._next_ticket - 1
-            # Short chunks, yielding the GIL between them, so the hot path never waits long for it.
-            while self._done_ticket < target:
-                try:
-                    with self._commit:
-                        items = self._take(self.chunk_size)
-                        if not items:
-                            break
-                        self._commit_items(items)
-                except StorageUnavailableError:
-                    time.sleep(0.5)  # storage is down; the batch is back in the queue
-                    break
-                time.sleep(0)
+    def _step(self) -> bool:
+        """One round of the background thread: wait for work (at most flush_interval), then commit it in
+        short chunks. Returns False once closed and empty."""
+        with self._cond:
+            if self._buffered < self.batch_size and not self._closed:
+                self._cond.wait(self.flush_interval)
+            if self._closed and not self._queue:
+                return False
+            target = self._next_ticket - 1
+        # Short chunks, yielding the GIL between them, so the hot path never waits long for it.
+        while self._done_ticket < target:
+            try:
+                with self._commit:
+                    items = self._take(self.chunk_size)
+                    if not items:
+                        break
+                    self._commit_items(items)
+            except StorageUnavailableError:
+                time.sleep(0.5)  # storage is down; the batch is back in the queue
+                break
+            time.sleep(0)
+        return True
 
     def _start_thread(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="cra-trace-processor", daemon=True)
+        # The thread holds the processor only weakly between rounds, so an abandoned runtime (never closed)
+        # is collected and its thread ends instead of living on.
+        self._thread = threading.Thread(
+            target=_thread_main, args=(weakref.ref(self),), name="cra-trace-processor", daemon=True
+        )
         self._thread.start()
 
-    def _check_fork(self) -> None:
-        if self._pid != os.getpid():
-            # After fork the thread is gone and the queue belongs to the parent: start clean in the child.
-            self._pid = os.getpid()
-            self._cond = threading.Condition(threading.Lock())
-            self._commit = threading.Lock()
-            self._queue = deque()
-            self._buffered = 0
-            self._heads = {}
+    def _after_fork_in_child(self) -> None:
+        # The thread is gone and the queue holds the parent's records (the parent writes them): start clean.
+        self._cond = threading.Condition(threading.Lock())
+        self._commit = threading.Lock()
+        self._queue = deque()
+        self._buffered = 0
+        self._heads = {}
+        self._lost = {}
+        if not self._closed:
             self._start_thread()
 
     # --- control ------------------------------------------------------------------------------------------
@@ -324,7 +328,23 @@ class DeferredTracer:
             }
 
 
+def _thread_main(ref: weakref.ref[DeferredTracer]) -> None:
+    while True:
+        tracer = ref()
+        if tracer is None or not tracer._step():
+            return
+        del tracer  # hold it only while working
+
+
 _LIVE: weakref.WeakSet[DeferredTracer] = weakref.WeakSet()
+
+
+def _reset_in_child() -> None:
+    for tracer in list(_LIVE):
+        tracer._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_reset_in_child)
 
 
 @atexit.register

@@ -14,10 +14,11 @@ from typing import Any, NamedTuple, Protocol
 
 from ..clock import Clock, format_timestamp
 from ..errors import StorageUnavailableError
-from .event import GENESIS_HASH, TraceEvent
+from .canonical import canonical_json
+from .event import GENESIS_HASH, TraceEvent, make_event
 from .storage import ChainConflictError, ChainHead, TraceStorage
 
-__all__ = ["Record", "Span", "TraceSink", "Tracer", "chain_records"]
+__all__ = ["Record", "Span", "TraceSink", "Tracer", "chain_records", "prepared"]
 
 
 class Span(NamedTuple):
@@ -30,10 +31,17 @@ class Span(NamedTuple):
 
 
 class Record(NamedTuple):
-    """An emitted, not yet chained event."""
+    """An emitted, not yet chained event. ``payload_json`` may carry the payload's canonical JSON when it is
+    already known (records a cached resolution re-emits), so chaining does not encode it again."""
 
     event_type: str
     payload: dict[str, Any]
+    payload_json: bytes | None = None
+
+
+def prepared(event_type: str, payload: dict[str, Any]) -> Record:
+    """A record whose canonical payload is computed now, for records emitted many times."""
+    return Record(event_type, payload, canonical_json(payload))
 
 
 class TraceSink(Protocol):
@@ -84,17 +92,18 @@ def chain_records(
     sequence, previous = (0, GENESIS_HASH) if head is None else (head[0] + 1, head[1])
     events: list[TraceEvent] = []
     for record in records:
-        event = TraceEvent(
-            event_id=new_id(),
-            trace_id=span.trace_id,
-            span_id=span.span_id,
-            parent_span_id=span.parent_span_id,
-            session_id=span.session_id,
-            sequence=sequence,
-            timestamp=timestamp,
-            event_type=record.event_type,
-            payload=record.payload,
-            previous_event_hash=previous,
+        event = make_event(
+            new_id(),
+            span.trace_id,
+            span.span_id,
+            span.parent_span_id,
+            span.session_id,
+            sequence,
+            timestamp,
+            record.event_type,
+            record.payload,
+            previous,
+            record.payload_json,
         )
         events.append(event)
         previous = event.event_hash
