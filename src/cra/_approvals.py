@@ -24,6 +24,9 @@ class ApprovalOps(RuntimeBase):
     def _approval(self, approval_id: Any, agent_id: str | None) -> ApprovalState:
         self._open()
         approval = self._approvals.get(approval_id) if isinstance(approval_id, str) else None
+        if approval is None and isinstance(approval_id, str):
+            self._restore_owner_of(approval_id)
+            approval = self._approvals.get(approval_id)
         if approval is None or (agent_id is not None and approval.agent_id != agent_id):
             raise ApprovalNotFoundError(f"no approval {approval_id!r}")
         return approval

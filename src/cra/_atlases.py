@@ -38,7 +38,7 @@ class AtlasOps(RuntimeBase):
             else load_atlas(source, files=files, max_file_bytes=self.max_context_file_bytes)
         )
         executors = self._import_executors(atlas)
-        compiled = compile_atlas(atlas)
+        compiled = self._compiled_by_digest.get(atlas.digest) or compile_atlas(atlas)
         with self._atlas_lock:
             current = self._atlases.get(atlas.atlas_id)
             if current is not None and current.atlas.version == atlas.version:
@@ -54,6 +54,8 @@ class AtlasOps(RuntimeBase):
             # Replace the whole mapping: sessions being created concurrently see the old or the new one.
             atlases = dict(self._atlases)
             atlases[atlas.atlas_id] = compiled
+            self._compiled_by_digest[atlas.digest] = compiled
+            self._state_store.save_atlas(atlas)
             self._atlases = atlases
         return atlas
 

@@ -161,6 +161,8 @@ class ExecuteOps(RuntimeBase):
                 "parameters_hash": params_hash,
                 "execution_id": execution_id,
                 "resolution_id": resolution_id,
+                **({"idempotency_key": idempotency_key} if idempotency_key is not None else {}),
+                **({"request_id": request_id} if request_id is not None else {}),
             },
         )
 
@@ -343,6 +345,7 @@ class ExecuteOps(RuntimeBase):
             )
             record.response = response
             record.done.set()
+            self._remember_idempotent(state, idempotency_key, record)
             return response
         return _Authorised(record, pending, handler)
 
@@ -352,6 +355,15 @@ class ExecuteOps(RuntimeBase):
             if compiled.plan_by_id.get(plan.action.action_id) is plan:
                 return compiled.atlas.digest
         return ""
+
+    def _remember_idempotent(self, state: SessionState, key: str | None, record: IdempotencyRecord) -> None:
+        """Keep the first response to a key durably, so a retry after a restart still runs nothing twice."""
+        if key is not None and record.response is not None:
+            self._state_store.save_idempotency(
+                state.session_id,
+                key,
+                (record.action_id, record.resolution_id, record.parameters_hash, _fields(record.response)),
+            )
 
     def _run(self, state: SessionState, authorised: _Authorised, params: dict[str, Any]) -> ExecuteResponse:
         record, pending, handler = authorised
@@ -383,6 +395,7 @@ class ExecuteOps(RuntimeBase):
             record.response = response
             with state.lock:
                 state.completed.add(pending.execution_id)
+            self._remember_idempotent(state, pending.idempotency_key, record)
             if error is None:
                 ending = Record(
                     "action.executed",
@@ -426,6 +439,9 @@ class ExecuteOps(RuntimeBase):
         self._open()
         _text(execution_id, "execution_id")
         pending = self._pending.get(execution_id)
+        if pending is None:
+            self._restore_owner_of(execution_id)
+            pending = self._pending.get(execution_id)
         if pending is None:
             for state in self._sessions.values():
                 if execution_id in state.completed:

@@ -200,8 +200,14 @@ class ResolveOps(RuntimeBase):
                 "context": context,
             },
         )
+        # Extension keys after the required ones (docs/decisions/0004): the approval id and the ttl make the
+        # trace alone enough to rebuild the session (state reconstruction, restart on the same storage).
+        extra: dict[str, Any] = {"approval_id": approval.approval_id} if approval is not None else {}
         if cached:
-            closing = Record("carp.resolution.cached", {"resolution_id": resolution_id, "cache_hit": True})
+            closing = Record(
+                "carp.resolution.cached",
+                {"resolution_id": resolution_id, "cache_hit": True, "ttl_seconds": ttl, **extra},
+            )
         else:
             closing = Record(
                 "carp.resolution.completed",
@@ -213,6 +219,7 @@ class ResolveOps(RuntimeBase):
                     "denied_count": len(plan.denied),
                     "context_block_count": len(plan.blocks),
                     "ttl_seconds": ttl,
+                    **extra,
                 },
             )
         resolution = Resolution(

@@ -11,17 +11,20 @@ from typing import Any, Self
 
 from ._ids import IdGenerator, uuid7_ids
 from ._jsonvalue import check_json_value
+from ._restore import rebuild_session
 from ._state import ApprovalState, PendingExecution, ResolutionState, SessionState
-from .atlas import DEFAULT_MAX_FILE_BYTES
+from ._state_store import StateStore, open_state_store
+from .atlas import DEFAULT_MAX_FILE_BYTES, load_atlas
 from .clock import Clock, SystemClock
 from .errors import (
+    AtlasNotFoundError,
     ForbiddenError,
     InvalidRequestError,
     RuntimeClosedError,
     SessionEndedError,
     SessionNotFoundError,
 )
-from .policy.engine import CompiledAtlas
+from .policy.engine import CompiledAtlas, compile_atlas
 from .policy.limiter import Limiter, open_limiter
 from .trace.canonical import canonical_json
 from .trace.processor import DeferredTracer
@@ -93,6 +96,9 @@ class RuntimeBase:
             raise ValueError("resolution_ttl_seconds must be between 1 and 86400")
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.storage = open_storage(storage)
+        # Limits live where the state lives: with SQLite storage they survive restarts in the same file.
+        if limiter is None and self.storage.url.startswith("sqlite:"):
+            limiter = self.storage.url
         self.limiter = open_limiter(limiter)
         self._new_id: IdGenerator = ids if ids is not None else uuid7_ids
         self.resolution_ttl_seconds = resolution_ttl_seconds
@@ -131,6 +137,9 @@ class RuntimeBase:
         self._resolutions: dict[str, ResolutionState] = {}
         self._approvals: dict[str, ApprovalState] = {}
         self._pending: dict[str, PendingExecution] = {}
+        self._state_store: StateStore = open_state_store(self.storage)
+        self._compiled_by_digest: dict[str, CompiledAtlas] = {}
+        self._restore_lock = threading.RLock()
         self._closed = False
 
     # --- lifecycle ----------------------------------------------------------------------------------------
@@ -174,11 +183,57 @@ class RuntimeBase:
     def _session(self, session_id: Any, agent_id: str | None = None) -> SessionState:
         self._open()
         state = self._sessions.get(session_id) if isinstance(session_id, str) else None
+        if state is None and isinstance(session_id, str):
+            state = self._restore(session_id)
         if state is None:
             raise SessionNotFoundError(f"no session {session_id!r}")
         if agent_id is not None and state.agent_id != agent_id:
             raise ForbiddenError("the session belongs to another agent")
         return state
+
+    def _restore(self, session_id: str) -> SessionState | None:
+        """Rebuild a session this process has not seen from its stored trace (a restart, another process)."""
+        with self._restore_lock:
+            state = self._sessions.get(session_id)
+            if state is not None:
+                return state
+            self._tracer.flush()
+            events = self.storage.read(session_id)
+            if not events:
+                return None
+            rebuilt = rebuild_session(
+                events,
+                self._atlas_by_digest,
+                self._state_store.load_idempotency(session_id),
+                self.resolution_ttl_seconds,
+            )
+            self._resolutions.update(rebuilt.resolutions)
+            self._approvals.update(rebuilt.approvals)
+            self._pending.update(rebuilt.pending)
+            self._sessions[session_id] = rebuilt.state
+            return rebuilt.state
+
+    def _restore_owner_of(self, some_id: str) -> None:
+        """Restore the session an approval or execution id from before a restart belongs to, if any."""
+        session_id = self._state_store.find_session(some_id)
+        if session_id is not None:
+            self._restore(session_id)
+
+    def _atlas_by_digest(self, digest: str) -> CompiledAtlas:
+        compiled = self._compiled_by_digest.get(digest)
+        if compiled is not None:
+            return compiled
+        stored = self._state_store.load_atlas(digest)
+        if stored is None:
+            raise AtlasNotFoundError(
+                f"the session was started with Atlas digest {digest}, which is neither loaded nor stored",
+                details={"digest": digest},
+            )
+        manifest, files = stored
+        atlas = load_atlas(manifest, files=files, max_file_bytes=self.max_context_file_bytes)
+        compiled = compile_atlas(atlas)
+        self._compiled_by_digest[digest] = compiled
+        return compiled
 
     def _expiry_reason(self, state: SessionState, now_us: int) -> str | None:
         """``idle_timeout`` or ``max_lifetime`` when an active session has run out of time, else None."""
