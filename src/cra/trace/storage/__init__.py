@@ -7,12 +7,14 @@ from collections.abc import Callable
 from .base import ChainConflictError, ChainHead, TraceStorage
 from .jsonl import JsonlStorage, read_jsonl, write_jsonl
 from .memory import MemoryStorage
+from .sqlite import SqliteStorage
 
 __all__ = [
     "ChainConflictError",
     "ChainHead",
     "JsonlStorage",
     "MemoryStorage",
+    "SqliteStorage",
     "TraceStorage",
     "open_storage",
     "read_jsonl",
@@ -22,6 +24,7 @@ __all__ = [
 _BACKENDS: dict[str, Callable[[str], TraceStorage]] = {
     "memory": MemoryStorage,
     "jsonl": JsonlStorage,
+    "sqlite": SqliteStorage,
 }
 
 
