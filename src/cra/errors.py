@@ -401,9 +401,7 @@ def _all_codes() -> dict[str, type[CRAError]]:
     return found
 
 
-_BY_CODE = _all_codes()
-
-
 def error_class(code: str) -> type[CRAError]:
-    """The exception class for an error code (``CRAError`` itself for an unknown code)."""
-    return _BY_CODE.get(code, CRAError)
+    """The exception class for an error code (``CRAError`` itself for an unknown code). Classes defined in
+    other modules (``cra.timers.errors``, ...) are found too, once imported."""
+    return _all_codes().get(code, CRAError)
