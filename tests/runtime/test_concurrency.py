@@ -78,7 +78,8 @@ def test_threads_resolving_and_executing_on_one_session_make_one_gapless_chain(r
         for span in by_span.values()
     ]
     assert sorted(normalised) == sorted(
-        [resolve_span] * operations + [["action.requested", "action.approved", "action.executed"]] * operations
+        [resolve_span] * operations
+        + [["action.requested", "action.approved", "action.executed"]] * operations
     )
     assert len({e.event_id for e in events}) == len(events)
 
