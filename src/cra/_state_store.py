@@ -153,7 +153,7 @@ class SqliteStateStore:
         }
 
     def find_session(self, some_id: str) -> str | None:
-        # Rare (an id from before a restart): a scan of the few event types that introduce such ids.
+        # Rare (an id from before a restart): a scan of the stored lines for the quoted id.
         row = (
             self.database.read()
             .execute(

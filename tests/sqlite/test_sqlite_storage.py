@@ -67,16 +67,18 @@ def test_unknown_option_and_host_are_refused(tmp_path: Path) -> None:
 # --- storage specifics --------------------------------------------------------------------------------
 
 
-def test_rows_hold_exactly_the_event_json(db_url: str) -> None:
+def test_a_batch_is_one_row_holding_exactly_the_event_json_lines(db_url: str) -> None:
     storage = SqliteStorage(db_url)
     events = build_chain(3, payloads=[{"f": 1e-05, "s": "é😀\u2028\x01", "i": i} for i in range(3)])
     storage.append(events)
-    rows = storage.database.read().execute(
-        "SELECT line, event_type, event_hash FROM trace_events ORDER BY sequence"
+    rows = (
+        storage.database.read()
+        .execute("SELECT first_sequence, last_sequence, lines FROM trace_chunks ORDER BY first_sequence")
+        .fetchall()
     )
-    assert [(bytes(r[0]), r[1], r[2]) for r in rows] == [
-        (e.to_json(), e.event_type, e.event_hash) for e in events
-    ]
+    assert [(r[0], r[1], bytes(r[2])) for r in rows] == [(0, 2, b"\n".join(e.to_json() for e in events))]
+    head = storage.database.read().execute("SELECT head_sequence, head_hash FROM trace_sessions").fetchone()
+    assert tuple(head) == (2, events[2].event_hash)
     storage.close()
 
 
@@ -127,7 +129,7 @@ def test_a_failing_batch_leaves_nothing_behind(db_url: str) -> None:
     storage.append(events[:1])
     with storage.database.write() as conn:  # a trigger that fails the insert of sequence 2 only
         conn.execute(
-            "CREATE TRIGGER fail_two BEFORE INSERT ON trace_events WHEN NEW.sequence = 2 "
+            "CREATE TRIGGER fail_two BEFORE INSERT ON trace_chunks WHEN NEW.last_sequence >= 2 "
             "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
         )
     with pytest.raises(sqlite3.IntegrityError, match="disk on fire"):
@@ -264,7 +266,7 @@ def test_retention_handles_more_sessions_than_one_chunk(db_url: str) -> None:
     now = parse_timestamp("2025-02-01T00:00:00Z")
     assert storage.delete_sessions_before(now - DAY_US, now_us=now) == 250
     assert storage.sessions() == []
-    assert storage.database.read().execute("SELECT count(*) FROM trace_events").fetchone()[0] == 0
+    assert storage.database.read().execute("SELECT count(*) FROM trace_chunks").fetchone()[0] == 0
     storage.close()
 
 
@@ -276,7 +278,9 @@ def test_the_primary_key_refuses_a_duplicate_even_if_the_head_check_were_wrong(
     storage = SqliteStorage(db_url)
     events = build_chain(2)
     storage.append(events)
-    monkeypatch.setattr(module, "_HEAD", module._HEAD.replace("WHERE", "WHERE 0 AND"))  # "no events yet"
+    # Pretend the head check passed ("a fresh session"): the primary keys still refuse the second write.
+    monkeypatch.setattr(module, "_HEAD", module._HEAD.replace("WHERE", "WHERE 0 AND"))
+    monkeypatch.setattr(module, "_NEW_SESSION", module._NEW_SESSION.replace("INSERT", "INSERT OR IGNORE"))
     with pytest.raises(ChainConflictError, match="written again"):
         storage.append(events)
     monkeypatch.undo()
