@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -24,6 +25,7 @@ from .errors import (
     InvalidRequestError,
     ResolutionExpiredError,
     ResolutionNotFoundError,
+    StorageUnavailableError,
 )
 from .execution import ExecuteResponse
 from .policy.engine import evaluate, limit_requests
@@ -130,7 +132,7 @@ class ExecuteOps(RuntimeBase):
             return self._run(state, authorised, params)
         # A replay: wait for the first call with this key to finish, then answer what it answered.
         assert record is not None
-        record.done.wait()
+        record.wait()
         if record.response is None:
             raise IdempotencyConflictError("the first request with this idempotency key did not finish")
         return ExecuteResponse(**{**_fields(record.response), "replayed": True})
@@ -171,8 +173,10 @@ class ExecuteOps(RuntimeBase):
             records: list[Record],
             error: dict[str, Any] | None = None,
             approval_id: str | None = None,
+            *,
+            retain: bool = False,
         ) -> ExecuteResponse:
-            self._record_durably(span, [requested, *records])
+            self._record_durably(span, [requested, *records], retain=retain)
             if request_id is not None:
                 state.request_ids.add(request_id)
             return ExecuteResponse(
@@ -302,13 +306,28 @@ class ExecuteOps(RuntimeBase):
             if rule.kind == "rate":
                 return deny("RATE_LIMITED", "rate_limit_exceeded", rule.policy_id)
             return deny("BUDGET_EXCEEDED", "budget_exceeded", rule.policy_id)
-        # Authorised: the limits are taken. `action.approved` is durable before any handler runs; if it
-        # cannot be recorded, the execution did not happen and must not count against any limit.
+        # Authorised: the limits are taken. `action.approved` is durable before any handler runs. If storage
+        # refuses it, the execution does not happen: it must not count against any limit, and the records
+        # are kept (both tracing modes alike) with an ending that says so, written once storage is back.
         try:
             respond(
                 "authorized",
                 [Record("action.approved", {"action_id": action_id, "resolution_id": resolution_id})],
+                retain=True,
             )
+        except StorageUnavailableError as exc:
+            self.limiter.release(taken, now)
+            failed = Record(
+                "action.failed",
+                {
+                    "action_id": action_id,
+                    "error_code": exc.code,
+                    "error_message": "trace storage was unavailable; the action did not run",
+                },
+            )
+            with contextlib.suppress(StorageUnavailableError):  # kept for later, like the records above
+                self._tracer.emit(span, [failed], retain=True)
+            raise
         except BaseException:
             self.limiter.release(taken, now)
             raise
@@ -344,7 +363,7 @@ class ExecuteOps(RuntimeBase):
                 idempotency_key=idempotency_key,
             )
             record.response = response
-            record.done.set()
+            record.finish()
             self._remember_idempotent(state, idempotency_key, record)
             return response
         return _Authorised(record, pending, handler)
@@ -420,7 +439,7 @@ class ExecuteOps(RuntimeBase):
             if record.response is None and pending.idempotency_key is not None:
                 with state.lock:
                     state.idempotency.pop(pending.idempotency_key, None)
-            record.done.set()
+            record.finish()
 
     def complete(
         self,

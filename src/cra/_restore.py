@@ -158,7 +158,7 @@ def rebuild_session(
             out.pending[pending.execution_id] = pending
     for key, (action_id, resolution_id, params_hash, response) in idempotency.items():
         record = IdempotencyRecord(action_id, resolution_id, params_hash, ExecuteResponse(**response))
-        record.done.set()
+        record.finish()
         state.idempotency[key] = record
     state.resolutions.update(out.resolutions)
     return out

@@ -49,7 +49,8 @@ def _text(value: Any, name: str, *, max_len: int = _MAX_ID, pointer: str | None 
             f"{name} must be a non-empty string of at most {max_len} characters",
             details={"errors": [{"pointer": where, "message": f"{name} must be a non-empty string"}]},
         )
-    check_json_value(value, where)  # lone surrogates: such a string could never be recorded
+    if not value.isascii():
+        check_json_value(value, where)  # lone surrogates: such a string could never be recorded
     return value
 
 

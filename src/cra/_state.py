@@ -120,13 +120,36 @@ class ResolutionPlan:
         return self.limiter_version is None or getattr(limiter, "version", None) == self.limiter_version
 
 
+_RECORD_LOCK = threading.Lock()
+_FINISHED = threading.Event()
+_FINISHED.set()
+
+
 @dataclass(eq=False, slots=True)
 class IdempotencyRecord:
     action_id: str
     resolution_id: str
     parameters_hash: str
     response: ExecuteResponse | None = None
-    done: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event | None = None  # made only when a concurrent replay has to wait
+
+    def finish(self) -> None:
+        """Wake anyone waiting for this record's response."""
+        with _RECORD_LOCK:
+            event = self.done
+            self.done = _FINISHED
+        if event is not None and event is not _FINISHED:
+            event.set()
+
+    def wait(self) -> None:
+        """Block until the first request with this key has finished."""
+        with _RECORD_LOCK:
+            if self.done is _FINISHED:
+                return
+            if self.done is None:
+                self.done = threading.Event()
+            event = self.done
+        event.wait()
 
 
 @dataclass(eq=False, slots=True)

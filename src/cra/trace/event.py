@@ -313,7 +313,7 @@ def make_event(
     """The chain's fast constructor: positional, hashes once, no keyword handling (``payload_json``, when
     given, must be ``canonical_json(payload)``)."""
     if payload_json is None:
-        payload_json = canonical_json(payload)
+        payload_json = canonical_json(payload, trusted=True)  # records carry checked values only
     event_hash = _hash_parts(
         TRACE_VERSION,
         event_id,

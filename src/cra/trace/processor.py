@@ -116,11 +116,12 @@ class DeferredTracer:
                         f"trace buffer is full ({self._buffered} of {self.max_buffered} records)",
                         details={"buffered": self._buffered, "max_buffered": self.max_buffered},
                     )
-                # block (or a durable emit under any policy): make room by committing inline.
+                # block (or a durable emit under any policy): make room by committing one batch at a time
+                # inline, so no single caller pays for the whole queue.
                 while self._buffered + count > self.max_buffered and self._buffered:
                     self._cond.release()
                     try:
-                        self._drain(self._next_ticket - 1)
+                        self._commit_one_batch()
                     finally:
                         self._cond.acquire()
             ticket = self._next_ticket
@@ -152,6 +153,12 @@ class DeferredTracer:
                 self._oldest_us = self._queue[0][3]
             self._cond.notify_all()  # producers blocked on a full buffer
             return taken
+
+    def _commit_one_batch(self) -> None:
+        with self._commit:
+            items = self._take(self.batch_size)
+            if items:
+                self._commit_items(items)
 
     def _drain(self, through: int) -> None:
         """Chain and store every queued item up to ticket ``through`` (as the commit leader)."""

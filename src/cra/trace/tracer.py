@@ -41,7 +41,7 @@ class Record(NamedTuple):
 
 def prepared(event_type: str, payload: dict[str, Any]) -> Record:
     """A record whose canonical payload is computed now, for records emitted many times."""
-    return Record(event_type, payload, canonical_json(payload))
+    return Record(event_type, payload, canonical_json(payload, trusted=True))
 
 
 class TraceSink(Protocol):

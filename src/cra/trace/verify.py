@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import CRAError
-from .event import GENESIS_HASH, TraceEvent, event_hash
+from .event import GENESIS_HASH, TraceEvent, _hash_parts, event_hash
 
 __all__ = ["ChainVerification", "verify_chain"]
 
@@ -68,6 +68,8 @@ def verify_chain(
     ``event_hash`` recorded elsewhere) and a chain that verifies but ends elsewhere fails with
     ``head_mismatch`` at its last index.
     """
+    if isinstance(events, list) and all(type(e) is TraceEvent for e in events):
+        return _verify_events(events, expected_head)
     previous_hash: str | None = None
     previous_sequence: int | None = None
     count = 0
@@ -93,3 +95,30 @@ def verify_chain(
             False, count, "head_mismatch", max(count - 1, 0), previous_sequence, previous_hash
         )
     return ChainVerification(True, count, head_hash=previous_hash)
+
+
+def _verify_events(events: list[TraceEvent], expected_head: str | None) -> ChainVerification:
+    """The same checks, in the same order, for events already parsed (the common case): no per-field
+    helpers, one hash per event."""
+    previous_hash = GENESIS_HASH
+    previous_sequence = -1
+    for index, event in enumerate(events):
+        sequence = event.sequence
+        if event.event_hash != _hash_parts(*event[:9], event.payload_json, event.previous_event_hash):
+            return ChainVerification(False, index + 1, "hash_mismatch", index, sequence)
+        if index == 0:
+            if sequence != 0 or event.previous_event_hash != GENESIS_HASH:
+                return ChainVerification(False, 1, "invalid_genesis", 0, sequence)
+        else:
+            if event.previous_event_hash != previous_hash:
+                return ChainVerification(False, index + 1, "chain_broken", index, sequence)
+            if sequence != previous_sequence + 1:
+                return ChainVerification(False, index + 1, "sequence_gap", index, sequence)
+        previous_hash, previous_sequence = event.event_hash, sequence
+    count = len(events)
+    head = events[-1].event_hash if events else None
+    if expected_head is not None and head != expected_head:
+        return ChainVerification(
+            False, count, "head_mismatch", max(count - 1, 0), events[-1].sequence if events else None, head
+        )
+    return ChainVerification(True, count, head_hash=head)
