@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from .._version import __version__
-from . import conformance, init, resolve, trace, validate
+from . import bench, conformance, init, resolve, trace, validate
 
 __all__ = ["app", "main"]
 
@@ -63,6 +63,7 @@ app.command("validate")(validate.validate_command)
 app.command("resolve")(resolve.resolve_command)
 app.add_typer(trace.app, name="trace")
 app.command("conformance")(conformance.conformance_command)
+app.command("bench")(bench.bench_command)
 
 
 def main() -> None:
