@@ -83,7 +83,7 @@ class RuntimeBase:
         clock_skew_seconds: float = 300,
         max_context_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         import_executors: bool = True,
-        tracing: str = "immediate",
+        tracing: str = "deferred",
         session_idle_timeout_seconds: float | None = None,
         session_max_lifetime_seconds: float | None = None,
         resolution_retention_seconds: float = 3600,

@@ -33,7 +33,12 @@ class Runtime(AtlasOps, SessionOps, ResolveOps, ExecuteOps, ApprovalOps, Mainten
     (``memory://``, ``jsonl:///dir``) or a storage object; ``limiter`` a URL (``memory://``) or limiter
     object; ``ids`` a callable returning fresh ids (UUIDv7 by default).
 
-    Tracing is *immediate*: every operation's events are hashed and stored before the call returns.
+    Tracing is *deferred* by default: an operation appends its records to a bounded buffer and a background
+    processor hashes and stores them in batches; reads flush first, and ``execute`` returns only once its
+    ``action.*`` events are stored. ``tracing="immediate"`` hashes and stores inside every call instead.
+    Other options: ``trace_buffer`` (records), ``trace_overflow`` (``block`` | ``raise`` | ``drop``),
+    ``session_idle_timeout_seconds``, ``session_max_lifetime_seconds``, ``resolution_retention_seconds``,
+    ``resolution_cache``. ``close()`` (or ``with Runtime() as rt:``) flushes; so does interpreter exit.
     """
 
     # --- trace --------------------------------------------------------------------------------------------

@@ -99,7 +99,7 @@ class _Case:
     def __init__(self, case: Mapping[str, Any]) -> None:
         self.case = case
         self.clock = ManualClock(START)
-        self.runtime = Runtime(clock=self.clock, storage="memory://")
+        self.runtime = Runtime(clock=self.clock, storage="memory://", tracing="immediate")
         self.sessions: dict[str, str] = {}
         self.agents: dict[str, str] = {}
         self.resolutions: dict[str, Resolution] = {}
