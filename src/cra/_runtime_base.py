@@ -151,9 +151,11 @@ class RuntimeBase:
         if self._closed:
             return
         self._closed = True
-        self._tracer.close(timeout)
-        self.storage.close()
-        self.limiter.close()
+        try:
+            self._tracer.close(timeout)
+        finally:  # storage and limiter are released even when the last flush fails (that error is raised)
+            self.storage.close()
+            self.limiter.close()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every event emitted before this call is durable; False if ``timeout`` (seconds) ran

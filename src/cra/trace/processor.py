@@ -80,7 +80,10 @@ class DeferredTracer:
         self._done_ticket = 0  # every ticket <= this is durable
         self._commit = threading.Lock()
         self._heads: dict[str, ChainHead] = {}
-        self._lost: dict[str, int] = {}
+        # Per session: [lost records, ticket the loss happened before, span of the first lost emit]. The gap is
+        # chained just before the session's first event emitted after the loss, or on its own at flush.
+        self._lost: dict[str, list[Any]] = {}
+        self._flush_requested = False
         self._failure: BaseException | None = None
         self._processed = 0
         self._written = 0
@@ -106,9 +109,14 @@ class DeferredTracer:
         count = len(records)
         now = self._clock.now_us()
         with self._cond:
-            if self._buffered + count > self.max_buffered:
+            # An empty buffer takes any batch (even one larger than the buffer): nothing is refused for size.
+            if self._buffered and self._buffered + count > self.max_buffered:
                 if self.overflow == "drop" and not durable:
-                    self._lost[span.session_id] = self._lost.get(span.session_id, 0) + count
+                    loss = self._lost.get(span.session_id)
+                    if loss is None:
+                        self._lost[span.session_id] = [count, self._next_ticket, span]
+                    else:
+                        loss[0] += count
                     self._dropped += count
                     return
                 if self.overflow == "raise" and not durable:
@@ -160,6 +168,23 @@ class DeferredTracer:
             if items:
                 self._commit_items(items)
 
+    def _commit_losses(self) -> None:
+        """Record losses of sessions that emitted nothing after them (caller must not hold ``_commit``)."""
+        with self._commit:
+            with self._cond:
+                if self._queue or not self._lost:
+                    return
+                losses = list(self._lost.values())
+                self._lost.clear()
+                now = self._clock.now_us()
+                done = self._done_ticket
+            # Each loss becomes an item of its own, re-creating the gap record in _commit_items.
+            items: list[_Item] = [(done, span, (), now) for _count, _ticket, span in losses]
+            with self._cond:
+                for count, ticket, span in losses:
+                    self._lost[span.session_id] = [count, min(ticket, done), span]
+            self._commit_items(items)
+
     def _drain(self, through: int) -> None:
         """Chain and store every queued item up to ticket ``through`` (as the commit leader)."""
         with self._commit:
@@ -174,11 +199,18 @@ class DeferredTracer:
         from the stored heads; on a storage failure it is retried a few times, then put back at the front of
         the queue and ``StorageUnavailableError`` is raised, so nothing is lost and nobody waits forever."""
         batches: list[tuple[Span, list[Record], int]] = []
-        for _ticket, span, records, time_us in items:
+        gaps: list[list[Any]] = []  # the losses this batch records (given back if the write fails)
+        for ticket, span, records, time_us in items:
             batch = list(records)
-            lost = self._lost.pop(span.session_id, 0) if self._lost else 0
-            if lost:
-                batch.insert(0, Record("trace.gap", {"lost_events": lost, "reason": "buffer_overflow"}))
+            if self._lost:
+                with self._cond:
+                    loss = self._lost.get(span.session_id)
+                    if loss is not None and ticket >= loss[1]:
+                        del self._lost[span.session_id]
+                        gaps.append(loss)
+                        batch.insert(
+                            0, Record("trace.gap", {"lost_events": loss[0], "reason": "buffer_overflow"})
+                        )
             batches.append((span, batch, time_us))
         delay = 0.001
         for _attempt in range(8):
@@ -212,14 +244,18 @@ class DeferredTracer:
             return
         with self._cond:  # give the batch back, in order, for a later retry
             for item in reversed(items):
-                self._queue.appendleft(item)
+                if item[2]:  # a lone gap (no records of its own) is re-created from the loss below
+                    self._queue.appendleft(item)
             self._buffered += sum(len(item[2]) for item in items)
-            self._oldest_us = self._queue[0][3]
-        for span, batch, _t in batches:
-            if batch and batch[0].event_type == "trace.gap":
-                self._lost[span.session_id] = self._lost.get(span.session_id, 0) + int(
-                    batch[0].payload["lost_events"]
-                )
+            if self._queue:
+                self._oldest_us = self._queue[0][3]
+            for count, ticket, span in gaps:
+                loss = self._lost.get(span.session_id)
+                if loss is None:
+                    self._lost[span.session_id] = [count, ticket, span]
+                else:
+                    loss[0] += count
+                    loss[1] = min(loss[1], ticket)
         failure = self._failure
         raise StorageUnavailableError(
             f"trace storage keeps failing ({type(failure).__name__}); the events stay buffered"
@@ -229,9 +265,10 @@ class DeferredTracer:
         """One round of the background thread: wait for work (at most flush_interval), then commit it in
         short chunks. Returns False once closed and empty."""
         with self._cond:
-            if self._buffered < self.batch_size and not self._closed:
+            if self._buffered < self.batch_size and not self._closed and not self._flush_requested:
                 self._cond.wait(self.flush_interval)
-            if self._closed and not self._queue:
+            self._flush_requested = False
+            if self._closed and not self._queue and not self._lost:
                 return False
             target = self._next_ticket - 1
         # Short chunks, yielding the GIL between them, so the hot path never waits long for it.
@@ -246,6 +283,11 @@ class DeferredTracer:
                 time.sleep(0.5)  # storage is down; the batch is back in the queue
                 break
             time.sleep(0)
+        if self._lost and not self._queue:
+            try:
+                self._commit_losses()
+            except StorageUnavailableError:
+                time.sleep(0.5)
         return True
 
     def _start_thread(self) -> None:
@@ -264,6 +306,7 @@ class DeferredTracer:
         self._buffered = 0
         self._heads = {}
         self._lost = {}
+        self._done_ticket = self._next_ticket - 1  # the parent's unfinished tickets are the parent's to write
         if not self._closed:
             self._start_thread()
 
@@ -275,20 +318,31 @@ class DeferredTracer:
         with self._cond:
             target = self._next_ticket - 1
         if timeout is None:
-            self._drain(target)
+            self._drain(target)  # the caller commits inline
+            self._commit_losses()
             return True
+        # With a deadline the caller never commits itself (a hung storage would hold it past the deadline):
+        # the background thread, or a one-off worker when there is none, does the work while the caller waits.
         deadline = time.monotonic() + timeout
-        if self._commit.acquire(timeout=max(0.0, timeout)):
-            self._commit.release()
-            self._drain(target)
-            return True
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            threading.Thread(
+                target=self._flush_worker, args=(target,), name="cra-trace-flush", daemon=True
+            ).start()
         with self._cond:
-            while self._done_ticket < target:
+            self._flush_requested = True
+            self._cond.notify_all()
+            while self._done_ticket < target or (self._lost and not self._queue):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
                 self._cond.wait(left)
         return True
+
+    def _flush_worker(self, target: int) -> None:
+        with contextlib.suppress(StorageUnavailableError):  # the records stay buffered; flush reports False
+            self._drain(target)
+            self._commit_losses()
 
     def read(self, session_id: str, **filters: Any) -> list[TraceEvent]:
         """A session's events, after flushing what was emitted before the call."""
@@ -306,16 +360,19 @@ class DeferredTracer:
         return head[1] if head is not None else None
 
     def close(self, timeout: float | None = None) -> None:
-        """Flush, stop the thread. Idempotent."""
+        """Flush, stop the thread. Idempotent. If the flush fails (storage down) the processor still closes
+        and the error is raised, so the caller knows records were left unwritten."""
         if self._closed:
             return
-        self.flush(timeout)
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-        _LIVE.discard(self)
+        try:
+            self.flush(timeout)
+        finally:
+            with self._cond:
+                self._closed = True
+                self._cond.notify_all()
+            if self._thread is not None and self._thread is not threading.current_thread():
+                self._thread.join(timeout)
+            _LIVE.discard(self)
 
     def stats(self) -> dict[str, Any]:
         """``buffered``, ``pressure`` (0..1), ``processed``, ``written``, ``dropped``, ``lag_ms``, ``failing``."""
@@ -325,7 +382,7 @@ class DeferredTracer:
                 "mode": "deferred",
                 "buffered": self._buffered,
                 "capacity": self.max_buffered,
-                "pressure": self._buffered / self.max_buffered,
+                "pressure": min(1.0, self._buffered / self.max_buffered),
                 "processed": self._processed,
                 "written": self._written,
                 "dropped": self._dropped,
