@@ -15,8 +15,10 @@ Shape (OpenTelemetry's batch processor without its flaws):
   into that session before its next events, so a loss is never silent. Durable emits never drop.
 
 The GIL: a hashing thread that holds the GIL for long stretches stalls the hot path (measured here: resolve
-p99 from 5 µs to 3.5 ms). The thread therefore works in short chunks and yields the GIL between them
-(``time.sleep(0)``); docs/decisions/0007-deferred-tracing-gil.md records the measurements.
+p99 from 5 µs to 3.5 ms). Measured alternatives (docs/decisions/0007-deferred-tracing-gil.md): yielding the
+GIL after every 64 records made the tail *worse* (each yield is a forced hand-off); a shorter
+``sys.setswitchinterval`` too. The thread therefore commits in chunks of one batch (512 records) and yields
+between them; ``gc.freeze()`` after loading Atlases keeps full collections off the hot path.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class DeferredTracer:
         *,
         max_buffered: int = 65_536,
         batch_size: int = 512,
-        chunk_size: int = 64,
+        chunk_size: int = 512,
         overflow: str = "block",
         flush_interval: float = 0.05,
         start: bool = True,
