@@ -24,6 +24,10 @@ class MaintenanceOps(RuntimeBase):
         - forget resolutions (and their approvals) ``resolution_retention_seconds`` after they expired, so a
           long-running runtime does not grow without bound (until then a late call gets
           ``RESOLUTION_EXPIRED``, afterwards ``RESOLUTION_NOT_FOUND``);
+        - forget ended sessions from memory ``resolution_retention_seconds`` after they ended (their trace
+          stays in storage, and a later call rebuilds them from it);
+        - forget ended sessions from memory ``resolution_retention_seconds`` after they ended (their trace
+          stays in storage, and a later call rebuilds them from it);
         - drop limiter entries that have left their window.
         """
         self._open()
@@ -33,6 +37,7 @@ class MaintenanceOps(RuntimeBase):
             "max_lifetime": 0,
             "completion_timeouts": 0,
             "resolutions_forgotten": 0,
+            "sessions_forgotten": 0,
             "limiter_entries_pruned": 0,
         }
         for state in list(self._sessions.values()):
@@ -72,8 +77,25 @@ class MaintenanceOps(RuntimeBase):
                     for approval in res.approvals:
                         self._approvals.pop(approval.approval_id, None)
                     report["resolutions_forgotten"] += 1
+        for state in list(self._sessions.values()):
+            with state.lock:
+                if state.status != "ended" or state.ended_us is None or state.pending:
+                    continue
+                if now < state.ended_us + self.resolution_retention_us:
+                    continue
+                self._forget_session(state)
+                report["sessions_forgotten"] += 1
         report["limiter_entries_pruned"] = self.limiter.prune(now)
         return report
+
+    def _forget_session(self, state: Any) -> None:
+        """Drop an ended session's state from memory (caller holds its lock); storage keeps its trace."""
+        for resolution_id, res in state.resolutions.items():
+            self._resolutions.pop(resolution_id, None)
+            for approval in res.approvals:
+                self._approvals.pop(approval.approval_id, None)
+        self._sessions.pop(state.session_id, None)
+        self._tracer.forget(state.session_id)
 
     def heartbeat(self, session_id: str) -> dict[str, Any]:
         """Record ``session.heartbeat {uptime_ms, event_count}`` for an active session and return the payload

@@ -445,14 +445,4 @@ class ResolveOps(RuntimeBase):
                         "window_seconds": int(rule.window_seconds or 0),
                         "remaining": remaining,
                     }
-        return AllowedAction(
-            action_id=wire["action_id"],
-            name=wire["name"],
-            description=wire["description"],
-            risk_tier=wire["risk_tier"],
-            requires_confirmation=confirm,
-            idempotent=wire["idempotent"],
-            parameters_schema=wire.get("parameters_schema"),
-            returns_schema=wire.get("returns_schema"),
-            rate_limit=tightest,
-        )
+        return AllowedAction.from_wire(wire, confirm, tightest)

@@ -38,20 +38,6 @@ class RebuiltSession:
     pending: dict[str, PendingExecution] = field(default_factory=dict)
 
 
-def _allowed_action(plan: ActionPlan, confirm: bool) -> AllowedAction:
-    wire = plan.wire
-    return AllowedAction(
-        action_id=wire["action_id"],
-        name=wire["name"],
-        description=wire["description"],
-        risk_tier=wire["risk_tier"],
-        requires_confirmation=confirm,
-        idempotent=wire["idempotent"],
-        parameters_schema=wire.get("parameters_schema"),
-        returns_schema=wire.get("returns_schema"),
-    )
-
-
 def rebuild_session(
     events: Sequence[TraceEvent],
     atlas_for: Callable[[str], CompiledAtlas],
@@ -189,7 +175,7 @@ def _rebuild_resolution(
             confirm = result == "requires_approval"
             if confirm:
                 needs_approval.append(action_id)
-            allowed.append(_allowed_action(plan, confirm))
+            allowed.append(AllowedAction.from_wire(plan.wire, confirm))
             allowed_state[action_id] = (plan, Verdict(result, policy_id, None))
         else:
             entry = DeniedAction(action_id, "", policy_id)

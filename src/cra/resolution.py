@@ -25,6 +25,23 @@ class AllowedAction:
     returns_schema: dict[str, Any] | None = None
     rate_limit: dict[str, int] | None = None
 
+    @classmethod
+    def from_wire(
+        cls, wire: Mapping[str, Any], confirm: bool, rate_limit: dict[str, int] | None = None
+    ) -> AllowedAction:
+        """An allowed action from an action's wire form (``ActionPlan.wire``)."""
+        return cls(
+            action_id=wire["action_id"],
+            name=wire["name"],
+            description=wire["description"],
+            risk_tier=wire["risk_tier"],
+            requires_confirmation=confirm,
+            idempotent=wire["idempotent"],
+            parameters_schema=wire.get("parameters_schema"),
+            returns_schema=wire.get("returns_schema"),
+            rate_limit=rate_limit,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "action_id": self.action_id,

@@ -135,3 +135,24 @@ def test_rebuilt_state_matches_the_live_state(url: str) -> None:
         assert again.expires_us == state.expires_us
         assert [a.approval_id for a in again.approvals] == [a.approval_id for a in state.approvals]
     live.close()
+
+
+@pytest.mark.parametrize("storage", ["memory://", "sqlite"])
+def test_sweep_forgets_ended_sessions_from_memory_and_storage_brings_them_back(
+    url: str, storage: str
+) -> None:
+    clock, handler = cra.ManualClock(), Handler()
+    rt = cra.Runtime(
+        clock=clock, storage=url if storage == "sqlite" else storage, resolution_retention_seconds=60
+    )
+    rt.load_atlas(ATLAS)
+    sid = rt.create_session("agent-1", "Short").session_id
+    res = rt.resolve(sid)
+    rt.end_session(sid)
+    assert rt.sweep()["sessions_forgotten"] == 0  # not before the retention period
+    clock.advance(61)
+    assert rt.sweep()["sessions_forgotten"] == 1
+    assert sid not in rt._sessions and res.resolution_id not in rt._resolutions
+    assert rt.get_session(sid).status == "ended"  # rebuilt from its trace on demand
+    assert rt.verify(sid).valid
+    rt.close()
