@@ -68,22 +68,54 @@ def timer_overhead_ns(samples: int = 100_000) -> int:
     return deltas[len(deltas) // 2]
 
 
-def measure(call: Callable[[], object], count: int, warmup: int) -> dict[str, Any]:
-    """Time ``count`` calls one by one, after ``warmup`` untimed calls and a full collection."""
+Scenario = tuple[cra.Runtime, str, Callable[[], object]]
+
+
+def events_per_call(scenario: Scenario) -> float:
+    """How many trace events one call stores (one probe call; ``get_trace`` flushes a deferred buffer)."""
+    runtime, sid, call = scenario
+    before = len(runtime.get_trace(sid))
+    call()
+    return float(len(runtime.get_trace(sid)) - before)
+
+
+def measure(scenario: Scenario, count: int, warmup: int, event_rate: float = 0) -> dict[str, Any]:
+    """Time ``count`` calls one by one, after ``warmup`` untimed calls and a full collection.
+
+    With ``event_rate`` > 0 the calls are paced so that they emit about that many trace events per second
+    (sleeping, which releases the GIL, until each call's slot; a late call starts at once and the schedule
+    moves on from it, with no catch-up burst). Otherwise calls are made back to back.
+    """
+    call = scenario[2]
+    per_call = events_per_call(scenario)
     for _ in range(warmup):
         call()
     gc.collect()
     gen2_before = gc.get_stats()[2]["collections"]
     clock = time.perf_counter_ns
+    sleep = time.sleep
+    interval = round(per_call / event_rate * 1e9) if event_rate > 0 and per_call > 0 else 0
     samples = [0] * count
     started = clock()
+    due = started
     for i in range(count):
+        if interval:
+            now = clock()
+            if now < due:
+                sleep((due - now) / 1e9)
+            else:
+                due = now
+            due += interval
         t0 = clock()
         call()
         samples[i] = clock() - t0
     wall = clock() - started
     samples.sort()
-    result: dict[str, Any] = {"count": count}
+    result: dict[str, Any] = {
+        "count": count,
+        "events_per_call": per_call,
+        "paced_calls_per_s": 1e9 / interval if interval else None,
+    }
     for pct in PERCENTILES:
         result[f"p{pct:g}".replace(".", "_")] = percentile(samples, pct) / 1000
     result.update(
@@ -111,30 +143,30 @@ def _runtime(manifest: dict[str, Any], **options: Any) -> cra.Runtime:
     return runtime
 
 
-def scenario_resolve(manifest: dict[str, Any], **options: Any) -> Callable[[], object]:
+def scenario_resolve(manifest: dict[str, Any], **options: Any) -> Scenario:
     runtime = _runtime(manifest, **options)
     sid = runtime.create_session("agent-1", "Manage resources").session_id
     resolve = runtime.resolve
-    return lambda: resolve(sid)
+    return runtime, sid, lambda: resolve(sid)
 
 
-def scenario_execute() -> Callable[[], object]:
+def scenario_execute() -> Scenario:
     runtime = _runtime(partial_atlas())
     runtime.register("resource.get", lambda params: {"resource_id": params["resource_id"], "found": True})
     sid = runtime.create_session("agent-1", "Manage resources").session_id
     rid = runtime.resolve(sid).resolution_id
     execute = runtime.execute
     params = {"resource_id": "r-1"}
-    return lambda: execute(sid, rid, "resource.get", params)
+    return runtime, sid, lambda: execute(sid, rid, "resource.get", params)
 
 
-def scenario_emit() -> Callable[[], object]:
+def scenario_emit() -> Scenario:
     runtime = make_runtime(partial_atlas(), **RUNTIME_KWARGS)
     sid = runtime.create_session("agent-1", "Manage resources").session_id
     span = runtime._sessions[sid].span(uuid7_ids())
     emit = runtime._tracer.emit
     payload = {"policy_id": "allow-read", "result": "allow", "action_id": "resource.get"}
-    return lambda: emit(span, [Record("policy.evaluated", payload)])
+    return runtime, sid, lambda: emit(span, [Record("policy.evaluated", payload)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,6 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resolves-large", type=int, default=5_000, help="resolves on the 200/50 Atlas")
     parser.add_argument("--executes", type=int, default=20_000, help="executes on the 5-action Atlas")
     parser.add_argument("--emits", type=int, default=20_000, help="single-event trace emits")
+    parser.add_argument(
+        "--event-rate",
+        type=float,
+        default=0,
+        help="pace each scenario's calls to about this many trace events per second (default: back to back)",
+    )
     parser.add_argument("--warmup", type=float, default=0.05, help="warm-up calls, as a fraction of count")
     parser.add_argument(
         "--tracing",
@@ -170,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         args.emits = 0
 
     uncached = {"resolution_cache": False}
-    scenarios: list[tuple[str, Callable[[], Callable[[], object]], int]] = [
+    scenarios: list[tuple[str, Callable[[], Scenario], int]] = [
         ("resolve_5", lambda: scenario_resolve(partial_atlas()), args.resolves),
         ("resolve_5_uncached", lambda: scenario_resolve(partial_atlas(), **uncached), args.resolves),
         ("resolve_200_50", lambda: scenario_resolve(generated_atlas()), args.resolves_large),
@@ -193,18 +231,26 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": cpu_model(),
         "nproc": os.cpu_count(),
         "timer_overhead_ns": timer_overhead_ns(),
+        "event_rate": args.event_rate or None,
         "unit": "us",
         "results": {},
     }
     if not args.json:
         print(f"cra {report['cra_version']}  python {report['python']}  {report['cpu']}  x{report['nproc']}")
-        print(f"tracing: {tracing}, storage: memory://, timer overhead {report['timer_overhead_ns']} ns")
+        pacing = f"paced at {args.event_rate:,.0f} events/s" if args.event_rate else "back to back"
+        print(
+            f"tracing: {tracing}, storage: memory://, calls {pacing}, "
+            f"timer overhead {report['timer_overhead_ns']} ns"
+        )
         header = f"{'scenario':24s} {'n':>6s} " + " ".join(f"{f'p{p:g}':>9s}" for p in PERCENTILES)
         print(header + f" {'mean':>9s} {'max':>10s} {'calls/s':>9s} {'gc2':>4s}   (us)")
     for name, setup, count in scenarios:
         if count <= 0:
             continue
-        result = measure(setup(), count, max(1, int(count * args.warmup)))
+        scenario = setup()
+        result = measure(scenario, count, max(1, int(count * args.warmup)), args.event_rate)
+        scenario[0].close()
+        del scenario
         report["results"][name] = result
         if not args.json:
             cells = " ".join(f"{result[f'p{p:g}'.replace('.', '_')]:9.1f}" for p in PERCENTILES)
