@@ -414,7 +414,6 @@ class ExecuteOps(RuntimeBase):
             record.response = response
             with state.lock:
                 state.completed.add(pending.execution_id)
-            self._remember_idempotent(state, pending.idempotency_key, record)
             if error is None:
                 ending = Record(
                     "action.executed",
@@ -433,7 +432,10 @@ class ExecuteOps(RuntimeBase):
                         "error_message": error["message"],
                     },
                 )
-            self._record_durably(state.span(pending.span_id), [ending], retain=True)
+            try:
+                self._record_durably(state.span(pending.span_id), [ending], retain=True)
+            finally:  # the outcome is recorded (or retained) first; a failing state store cannot prevent it
+                self._remember_idempotent(state, pending.idempotency_key, record)
             return response
         finally:
             if record.response is None and pending.idempotency_key is not None:

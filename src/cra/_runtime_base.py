@@ -25,7 +25,7 @@ from .errors import (
     SessionNotFoundError,
 )
 from .policy.engine import CompiledAtlas, compile_atlas
-from .policy.limiter import Limiter, open_limiter
+from .policy.limiter import GuardedLimiter, Limiter, open_limiter
 from .trace.canonical import canonical_json
 from .trace.processor import DeferredTracer
 from .trace.storage import TraceStorage, open_storage
@@ -100,7 +100,7 @@ class RuntimeBase:
         # Limits live where the state lives: with SQLite storage they survive restarts in the same file.
         if limiter is None and self.storage.url.startswith("sqlite:"):
             limiter = self.storage.url
-        self.limiter = open_limiter(limiter)
+        self.limiter = GuardedLimiter(open_limiter(limiter))
         self._new_id: IdGenerator = ids if ids is not None else uuid7_ids
         self.resolution_ttl_seconds = resolution_ttl_seconds
         self.clock_skew_seconds = clock_skew_seconds

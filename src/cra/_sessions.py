@@ -62,7 +62,9 @@ class SessionOps(RuntimeBase):
                 for c in chosen
             ],
         }
-        self._tracer.emit(Span(session_id, trace_id, root, None), [Record("session.started", payload)])
+        self._tracer.emit(
+            Span(session_id, trace_id, root, None), [Record("session.started", payload)], durable=True
+        )
         self._sessions[session_id] = state
         return state.public()
 

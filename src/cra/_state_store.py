@@ -15,15 +15,20 @@ for sessions this process has not touched yet. ``MemoryStateStore`` serves in-pr
 
 from __future__ import annotations
 
+import functools
+import sqlite3
 import threading
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
 from .atlas.model import Atlas
+from .errors import StorageUnavailableError
 
 __all__ = ["MemoryStateStore", "SqliteStateStore", "StateStore", "open_state_store"]
 
+_T = TypeVar("_T")
 IdempotencyRow = tuple[str, str, str, dict[str, Any]]  # action_id, resolution_id, parameters_hash, response
 
 
@@ -95,6 +100,19 @@ _SCHEMA = [
 ]
 
 
+def _unavailable(method: Callable[..., _T]) -> Callable[..., _T]:
+    """A database failure is ``STORAGE_UNAVAILABLE`` (the operation is refused), not a driver exception."""
+
+    @functools.wraps(method)
+    def guarded(*args: Any, **kwargs: Any) -> _T:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise StorageUnavailableError(f"the runtime's state store failed: {type(exc).__name__}") from exc
+
+    return guarded
+
+
 class SqliteStateStore:
     """The side state in the runtime's SQLite file (shared with its trace storage)."""
 
@@ -103,6 +121,7 @@ class SqliteStateStore:
         database.migrate("state", 1, _SCHEMA)
         self._saved: set[str] = set()
 
+    @_unavailable
     def save_atlas(self, atlas: Atlas) -> None:
         if atlas.digest in self._saved:
             return
@@ -119,6 +138,7 @@ class SqliteStateStore:
             )
         self._saved.add(atlas.digest)
 
+    @_unavailable
     def load_atlas(self, digest: str) -> tuple[dict[str, Any], dict[str, str]] | None:
         row = (
             self.database.read()
@@ -129,6 +149,7 @@ class SqliteStateStore:
             return None
         return orjson.loads(row[0]), orjson.loads(row[1])
 
+    @_unavailable
     def save_idempotency(self, session_id: str, key: str, row: IdempotencyRow) -> None:
         action_id, resolution_id, parameters_hash, response = row
         with self.database.write() as conn:
@@ -137,6 +158,7 @@ class SqliteStateStore:
                 (session_id, key, action_id, resolution_id, parameters_hash, orjson.dumps(response)),
             )
 
+    @_unavailable
     def load_idempotency(self, session_id: str) -> dict[str, IdempotencyRow]:
         rows = (
             self.database.read()
@@ -152,14 +174,13 @@ class SqliteStateStore:
             for key, action, resolution, params, resp in rows
         }
 
+    @_unavailable
     def find_session(self, some_id: str) -> str | None:
         # Rare (an id from before a restart): a scan of the stored lines for the quoted id.
         row = (
             self.database.read()
             .execute(
-                "SELECT session_id FROM trace_events WHERE event_type IN "
-                "('carp.resolution.completed', 'carp.resolution.cached', 'approval.requested', 'action.requested') "
-                "AND instr(line, ?) > 0 LIMIT 1",
+                "SELECT session_id FROM trace_chunks WHERE instr(lines, ?) > 0 LIMIT 1",
                 (f'"{some_id}"'.encode(),),
             )
             .fetchone()

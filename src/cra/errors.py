@@ -16,7 +16,8 @@ The hierarchy, by category (each category has one HTTP status unless a code says
     │                                             APPROVAL_REJECTED
     ├── RateLimitError         rate_limit 429   RATE_LIMITED, BUDGET_EXCEEDED
     ├── ExpiredError           timeout    410   RESOLUTION_EXPIRED, APPROVAL_EXPIRED, COMPLETION_TIMEOUT (408)
-    ├── UnavailableError       unavailable 503  STORAGE_UNAVAILABLE, TRACE_BACKPRESSURE, RUNTIME_CLOSED
+    ├── UnavailableError       unavailable 503  STORAGE_UNAVAILABLE, TRACE_BACKPRESSURE, LIMITER_UNAVAILABLE,
+    │                                             RUNTIME_CLOSED
     └── InternalError          internal   500   INTERNAL_ERROR, HANDLER_ERROR
 
 Governance refusals at execute (denied, pending approval) are *responses*, not exceptions: their codes
@@ -57,6 +58,7 @@ __all__ = [
     "InvalidAtlasError",
     "InvalidParametersError",
     "InvalidRequestError",
+    "LimiterUnavailableError",
     "NotFoundError",
     "PayloadTooLargeError",
     "PolicyDeniedError",
@@ -376,6 +378,12 @@ class TraceBackpressureError(UnavailableError):
     """The trace buffer is full and the runtime is configured to refuse rather than wait."""
 
     code = "TRACE_BACKPRESSURE"
+
+
+class LimiterUnavailableError(UnavailableError):
+    """The rate-limit backend failed; the runtime refused rather than allow without counting."""
+
+    code = "LIMITER_UNAVAILABLE"
 
 
 class RuntimeClosedError(UnavailableError):

@@ -67,8 +67,8 @@ def test_storage_that_keeps_failing_keeps_the_records_until_it_recovers(fast_ret
     tracer = make_tracer(storage)
     for i in range(3):
         tracer.emit(span(), [rec(i)])
-    with pytest.raises(StorageUnavailableError) as caught:
-        tracer.emit(span("session-a", "exec"), [rec(3)], durable=True)
+    with pytest.raises(StorageUnavailableError) as caught:  # retained: work that already happened
+        tracer.emit(span("session-a", "exec"), [rec(3)], durable=True, retain=True)
     assert caught.value.code == "STORAGE_UNAVAILABLE"
     assert isinstance(caught.value.__cause__, OSError)
     stats = tracer.stats()
@@ -86,6 +86,22 @@ def test_storage_that_keeps_failing_keeps_the_records_until_it_recovers(fast_ret
     assert (stats["buffered"], stats["failing"], stats["written"]) == (0, False, 5)
     tracer.emit(span(), [rec(5)], durable=True)
     assert indexes(storage.read("session-a")) == list(range(6))
+    assert_chain(storage.read("session-a"))
+    tracer.close()
+
+
+def test_a_refused_durable_emit_that_is_not_retained_is_withdrawn(fast_retries: None) -> None:
+    # The caller was told the operation failed (its state did not change): writing it later would record
+    # something that did not happen, and a retry would record it twice.
+    storage = FlakyStorage(failures=-1)
+    tracer = make_tracer(storage)
+    tracer.emit(span(), [rec(0)])
+    with pytest.raises(StorageUnavailableError):
+        tracer.emit(span(), [rec(1)], durable=True)
+    assert tracer.stats()["buffered"] == 1
+    storage.heal()
+    tracer.emit(span(), [rec(2)], durable=True)
+    assert indexes(storage.read("session-a")) == [0, 2]
     assert_chain(storage.read("session-a"))
     tracer.close()
 
@@ -161,3 +177,27 @@ def test_flaky_storage_helper_refuses_then_accepts() -> None:
     storage.append([])
     assert (storage.refused, storage.accepted) == (1, 1)
     assert isinstance(storage, MemoryStorage)
+
+
+def test_a_refused_approval_or_session_end_retried_is_recorded_once(fast_retries: None) -> None:
+    storage = FlakyStorage()
+    runtime = shop_runtime(tracing="deferred", storage=storage)
+    try:
+        sid = runtime.create_session("agent-1", "Shop").session_id
+        res = runtime.resolve(sid)
+        pending = runtime.execute(sid, res.resolution_id, "shop.transfer", {"amount": 5})
+        assert pending.status == "pending_approval" and pending.approval_id
+        storage.failures = -1
+        with pytest.raises(StorageUnavailableError):
+            runtime.approve(pending.approval_id, "alice")
+        with pytest.raises(StorageUnavailableError):
+            runtime.end_session(sid)
+        storage.heal()
+        assert runtime.approve(pending.approval_id, "alice").status == "approved"
+        runtime.end_session(sid)
+        types = [e.event_type for e in runtime.get_trace(sid)]
+        assert types.count("approval.granted") == 1 and types.count("session.ended") == 1
+        assert types[-1] == "session.ended"
+        assert_chain(runtime.get_trace(sid))
+    finally:
+        runtime.close()

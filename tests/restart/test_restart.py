@@ -141,7 +141,7 @@ def test_rebuilt_state_matches_the_live_state(url: str) -> None:
 def test_sweep_forgets_ended_sessions_from_memory_and_storage_brings_them_back(
     url: str, storage: str
 ) -> None:
-    clock, handler = cra.ManualClock(), Handler()
+    clock = cra.ManualClock()
     rt = cra.Runtime(
         clock=clock, storage=url if storage == "sqlite" else storage, resolution_retention_seconds=60
     )
@@ -156,3 +156,20 @@ def test_sweep_forgets_ended_sessions_from_memory_and_storage_brings_them_back(
     assert rt.get_session(sid).status == "ended"  # rebuilt from its trace on demand
     assert rt.verify(sid).valid
     rt.close()
+
+
+def test_an_approval_or_outcome_from_before_a_restart_is_found_by_its_id_alone(url: str) -> None:
+    clock, handler = cra.ManualClock(), Handler()
+    first = runtime(url, clock, handler)
+    sid = first.create_session("agent-1", "Ids only").session_id
+    res = first.resolve(sid)
+    pending = first.execute(sid, res.resolution_id, "api.drop", {})
+    reported = first.execute(sid, res.resolution_id, "api.report", {})
+    first.close()
+    second = runtime(url, clock, handler, load=False)  # nothing but the ids: the sessions are found by them
+    assert second.approve(pending.approval_id or "", "alice").status == "approved"
+    third = runtime(url, clock, handler, load=False)
+    assert third.complete(reported.execution_id, result={"ok": True}).status == "success"
+    assert third.verify(sid).valid
+    second.close()
+    third.close()

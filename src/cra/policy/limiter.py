@@ -9,9 +9,11 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Sequence
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-__all__ = ["LimitRequest", "Limiter", "MemoryLimiter", "open_limiter"]
+from ..errors import CRAError, LimiterUnavailableError
+
+__all__ = ["GuardedLimiter", "LimitRequest", "Limiter", "MemoryLimiter", "open_limiter"]
 
 
 class LimitRequest(NamedTuple):
@@ -152,6 +154,55 @@ class MemoryLimiter:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+class GuardedLimiter:
+    """Wraps a limiter so that a backend failure becomes ``LimiterUnavailableError``: the caller refuses
+    (fail closed) with a documented code instead of leaking a driver exception."""
+
+    def __init__(self, inner: Limiter) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)  # version, next_change, url, ... when the backend has them
+
+    def _fail(self, exc: Exception) -> LimiterUnavailableError:
+        return LimiterUnavailableError(f"the rate-limit backend failed: {type(exc).__name__}")
+
+    def usage(self, key: str, window_us: int | None, now_us: int) -> float:
+        try:
+            return self.inner.usage(key, window_us, now_us)
+        except CRAError:
+            raise
+        except Exception as exc:
+            raise self._fail(exc) from exc
+
+    def acquire(self, requests: Sequence[LimitRequest], now_us: int) -> int:
+        try:
+            return self.inner.acquire(requests, now_us)
+        except CRAError:
+            raise
+        except Exception as exc:
+            raise self._fail(exc) from exc
+
+    def release(self, requests: Sequence[LimitRequest], now_us: int) -> None:
+        try:
+            self.inner.release(requests, now_us)
+        except CRAError:
+            raise
+        except Exception as exc:
+            raise self._fail(exc) from exc
+
+    def prune(self, now_us: int) -> int:
+        try:
+            return self.inner.prune(now_us)
+        except CRAError:
+            raise
+        except Exception as exc:
+            raise self._fail(exc) from exc
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def open_limiter(url: str | Limiter | None) -> Limiter:

@@ -100,10 +100,11 @@ class DeferredTracer:
     # --- producer side ------------------------------------------------------------------------------------
 
     def emit(
-        self, span: Span, records: Sequence[Record], *, durable: bool = False, retain: bool = True
+        self, span: Span, records: Sequence[Record], *, durable: bool = False, retain: bool = False
     ) -> None:
-        """Queue records for chaining. With ``durable=True`` return only when they are stored. Queued
-        records are always retained across storage failures (``retain`` is accepted for the sink protocol)."""
+        """Queue records for chaining. With ``durable=True`` return only when they are stored; if storage
+        refuses them, ``StorageUnavailableError`` is raised and, unless ``retain=True``, they are withdrawn
+        (never written later). Non-durable records stay queued across storage failures until written."""
         if not records:
             return
         if self._closed:
@@ -146,7 +147,12 @@ class DeferredTracer:
             if before < self.batch_size <= self._buffered and not durable:
                 self._cond.notify()
         if durable:
-            self._drain(ticket)
+            try:
+                self._drain(ticket)
+            except StorageUnavailableError:
+                if not retain:
+                    self._withdraw(ticket)  # the caller is told it failed: it must not be written later
+                raise
 
     # --- consumer side ------------------------------------------------------------------------------------
 
@@ -163,6 +169,16 @@ class DeferredTracer:
                 self._oldest_us = self._queue[0][3]
             self._cond.notify_all()  # producers blocked on a full buffer
             return taken
+
+    def _withdraw(self, ticket: int) -> None:
+        """Take a failed durable emit back out of the queue, so the operation that raised leaves no trace
+        (exactly as in immediate mode) and a retry records it once."""
+        with self._commit, self._cond:
+            for index, item in enumerate(self._queue):
+                if item[0] == ticket:
+                    del self._queue[index]
+                    self._buffered -= len(item[2])
+                    break
 
     def _commit_one_batch(self) -> None:
         with self._commit:
@@ -367,7 +383,13 @@ class DeferredTracer:
         if self._closed:
             return
         try:
-            self.flush(timeout)
+            if not self.flush(timeout):
+                with self._cond:
+                    left = self._buffered
+                raise StorageUnavailableError(
+                    f"the trace processor closed with {left} records not yet stored (flush timed out)",
+                    details={"buffered": left},
+                )
         finally:
             with self._cond:
                 self._closed = True

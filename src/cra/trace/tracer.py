@@ -144,35 +144,41 @@ class Tracer:
             return []
         item = (span, list(records), self._clock.now_us())
         with self._lock_for(span.session_id):
-            backlog = self._backlog.get(span.session_id, [])
-            items = [*backlog, item]
-            for _attempt in range(3):
-                head = self._heads.get(span.session_id)
-                if head is None:
-                    head = self.storage.head(span.session_id)
-                events: list[TraceEvent] = []
-                for item_span, item_records, time_us in items:
-                    chained = chain_records(
-                        item_span, item_records, head, format_timestamp(time_us), self._new_id
-                    )
-                    events.extend(chained)
-                    head = (chained[-1].sequence, chained[-1].event_hash)
-                try:
-                    self.storage.append(events)
-                except ChainConflictError:
-                    self._heads.pop(span.session_id, None)  # another writer moved the head: re-read it
-                    continue
-                except Exception as exc:
-                    if retain:
-                        self._backlog[span.session_id] = items
-                    raise StorageUnavailableError(
-                        f"trace storage refused the write: {type(exc).__name__}"
-                    ) from exc
-                self._backlog.pop(span.session_id, None)
-                last = events[-1]
-                self._heads[span.session_id] = (last.sequence, last.event_hash)
-                self._written += len(events)
-                return events[-len(records) :]
+            events = self._write(span.session_id, [*self._backlog.get(span.session_id, []), item], retain)
+        return events[-len(records) :]
+
+    def _write(
+        self, session_id: str, items: list[tuple[Span, list[Record], int]], retain: bool
+    ) -> list[TraceEvent]:
+        """Chain and append items (with their own timestamps) onto the session's head; caller holds its lock.
+        On failure the items become the session's backlog when ``retain`` is set."""
+        for _attempt in range(3):
+            head = self._heads.get(session_id)
+            if head is None:
+                head = self.storage.head(session_id)
+            events: list[TraceEvent] = []
+            for item_span, item_records, time_us in items:
+                chained = chain_records(
+                    item_span, item_records, head, format_timestamp(time_us), self._new_id
+                )
+                events.extend(chained)
+                head = (chained[-1].sequence, chained[-1].event_hash)
+            try:
+                self.storage.append(events)
+            except ChainConflictError:
+                self._heads.pop(session_id, None)  # another writer moved the head: re-read it
+                continue
+            except Exception as exc:
+                if retain:
+                    self._backlog[session_id] = items
+                raise StorageUnavailableError(
+                    f"trace storage refused the write: {type(exc).__name__}"
+                ) from exc
+            self._backlog.pop(session_id, None)
+            last = events[-1]
+            self._heads[session_id] = (last.sequence, last.event_hash)
+            self._written += len(events)
+            return events
         raise StorageUnavailableError("trace storage kept reporting a conflicting chain head")
 
     def read(self, session_id: str, **filters: Any) -> list[TraceEvent]:
@@ -182,18 +188,21 @@ class Tracer:
     def flush(self, timeout: float | None = None) -> bool:
         """Write retained records (outcomes whose first write failed); True when none are left."""
         for session_id in list(self._backlog):
-            items = self._backlog.get(session_id)
-            if not items:
-                continue
-            span, records, _time = items.pop()
-            try:
-                self.emit(span, records, retain=True)
-            except StorageUnavailableError:
-                return False
+            with self._lock_for(session_id):
+                items = self._backlog.get(session_id)
+                if not items:
+                    continue
+                try:
+                    self._write(session_id, list(items), retain=True)  # original timestamps kept
+                except StorageUnavailableError:
+                    return False
         return not self._backlog
 
     def close(self, timeout: float | None = None) -> None:
-        """Nothing to stop in immediate mode."""
+        """Write outcomes retained after a storage failure; raise ``StorageUnavailableError`` if some could
+        not be written (nothing else is ever buffered in immediate mode)."""
+        if self._backlog and not self.flush(timeout):
+            raise StorageUnavailableError("retained trace records could not be written before closing")
 
     def stats(self) -> dict[str, Any]:
         """The same keys as the deferred processor's, all zero but ``processed``/``written``."""

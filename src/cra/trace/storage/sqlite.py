@@ -63,7 +63,7 @@ _HEAD = "SELECT head_sequence, head_hash FROM trace_sessions WHERE session_id = 
 
 
 class SqliteStorage:
-    """Trace events in the ``trace_events`` table of a runtime's SQLite file."""
+    """Trace events in the ``trace_chunks`` table of a runtime's SQLite file (heads in ``trace_sessions``)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
