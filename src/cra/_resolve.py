@@ -67,17 +67,21 @@ class ResolveOps(RuntimeBase):
                 "context must be an object",
                 details={"errors": [{"pointer": "/context", "message": "object"}]},
             )
-        ctx_dict = dict(context) if context is not None else {}
-        check_json_value(ctx_dict, "/context")
+        ctx_dict: dict[str, Any] = {}
+        if context:  # the common call names none of the options: nothing to check then
+            ctx_dict = dict(context)
+            check_json_value(ctx_dict, "/context")
         return self._resolve(
             state,
             request_id=_text(request_id, "request_id") if request_id is not None else self._new_id(),
             goal=_text(goal, "goal", max_len=10_000) if goal is not None else state.goal,
             risk_tier=risk_tier,
-            capabilities=_string_list(required_capabilities, "required_capabilities"),
-            hints=_string_list(context_hints, "context_hints") or [],
+            capabilities=None
+            if required_capabilities is None
+            else _string_list(required_capabilities, "required_capabilities"),
+            hints=[] if context_hints is None else (_string_list(context_hints, "context_hints") or []),
             context=ctx_dict,
-            atlas_ids=_string_list(atlas_ids, "atlas_ids"),
+            atlas_ids=None if atlas_ids is None else _string_list(atlas_ids, "atlas_ids"),
         )
 
     def resolve_request(self, request: Mapping[str, Any], *, agent_id: str | None = None) -> Resolution:
@@ -202,12 +206,11 @@ class ResolveOps(RuntimeBase):
         )
         # Extension keys after the required ones (docs/decisions/0004): the approval id and the ttl make the
         # trace alone enough to rebuild the session (state reconstruction, restart on the same storage).
-        extra: dict[str, Any] = {"approval_id": approval.approval_id} if approval is not None else {}
         if cached:
-            closing = Record(
-                "carp.resolution.cached",
-                {"resolution_id": resolution_id, "cache_hit": True, "ttl_seconds": ttl, **extra},
-            )
+            payload: dict[str, Any] = {"resolution_id": resolution_id, "cache_hit": True, "ttl_seconds": ttl}
+            if approval is not None:
+                payload["approval_id"] = approval.approval_id
+            closing = Record("carp.resolution.cached", payload)
         else:
             closing = Record(
                 "carp.resolution.completed",
@@ -219,25 +222,25 @@ class ResolveOps(RuntimeBase):
                     "denied_count": len(plan.denied),
                     "context_block_count": len(plan.blocks),
                     "ttl_seconds": ttl,
-                    **extra,
+                    **({"approval_id": approval.approval_id} if approval is not None else {}),
                 },
             )
-        resolution = Resolution(
-            resolution_id=resolution_id,
-            request_id=request_id,
-            session_id=state.session_id,
-            created_us=now,
-            decision_type=plan.decision,
-            decision_reason=plan.reason,
-            approval_id=approval.approval_id if approval else None,
-            expires_us=expires,
-            allowed_actions=list(plan.allowed),
-            denied_actions=list(plan.denied),
-            context_blocks=list(plan.blocks),
-            constraints=constraints,
-            ttl_seconds=ttl,
-            trace_id=state.trace_id,
-            cached=cached,
+        resolution = Resolution(  # positional: this runs on every call, keywords cost here
+            resolution_id,
+            request_id,
+            state.session_id,
+            now,
+            plan.decision,
+            plan.reason,
+            approval.approval_id if approval else None,
+            expires,
+            list(plan.allowed),
+            list(plan.denied),
+            list(plan.blocks),
+            constraints,
+            ttl,
+            state.trace_id,
+            cached,
         )
         # Record first: if storage refuses, the runtime's state is left exactly as it was.
         self._tracer.emit(state.span(self._new_id()), [received, *plan.records, closing])
