@@ -36,6 +36,9 @@ class RebuiltSession:
     resolutions: dict[str, ResolutionState] = field(default_factory=dict)
     approvals: dict[str, ApprovalState] = field(default_factory=dict)
     pending: dict[str, PendingExecution] = field(default_factory=dict)
+    authorised: list[tuple[str, str, int]] = field(
+        default_factory=list
+    )  # (resolution, action, time) in order
 
 
 def rebuild_session(
@@ -116,6 +119,9 @@ def rebuild_session(
             if execution is not None:
                 execution["approved"] = True
                 _use_approval(out, execution["payload"])
+                out.authorised.append(
+                    (execution["payload"]["resolution_id"], execution["payload"]["action_id"], at)
+                )
         elif kind in ("action.executed", "action.failed"):
             execution = executions.get(span)
             if execution is not None:

@@ -11,7 +11,7 @@ from typing import Any, Self
 
 from ._ids import IdGenerator, uuid7_ids
 from ._jsonvalue import check_json_value
-from ._restore import rebuild_session
+from ._restore import RebuiltSession, rebuild_session
 from ._state import ApprovalState, PendingExecution, ResolutionState, SessionState
 from ._state_store import StateStore, open_state_store
 from .atlas import DEFAULT_MAX_FILE_BYTES, load_atlas
@@ -24,8 +24,8 @@ from .errors import (
     SessionEndedError,
     SessionNotFoundError,
 )
-from .policy.engine import CompiledAtlas, compile_atlas
-from .policy.limiter import GuardedLimiter, Limiter, open_limiter
+from .policy.engine import CompiledAtlas, compile_atlas, evaluate
+from .policy.limiter import GuardedLimiter, Limiter, LimitRequest, open_limiter
 from .trace.canonical import canonical_json
 from .trace.processor import DeferredTracer
 from .trace.storage import TraceStorage, open_storage
@@ -213,8 +213,29 @@ class RuntimeBase:
             self._resolutions.update(rebuilt.resolutions)
             self._approvals.update(rebuilt.approvals)
             self._pending.update(rebuilt.pending)
+            if rebuilt.state.status == "active" and self.limiter.url.startswith("memory"):
+                self._replay_session_limits(rebuilt)
             self._sessions[session_id] = rebuilt.state
             return rebuilt.state
+
+    def _replay_session_limits(self, rebuilt: RebuiltSession) -> None:
+        """An in-memory limiter forgets with the process that held it: take the session-scope windows of the
+        session's authorised executions again, at their recorded times, so its limits still hold. (Agent and
+        global windows span sessions; they persist only with a shared limiter such as SQLite's.)"""
+        for resolution_id, action_id, at in rebuilt.authorised:
+            res = rebuilt.resolutions.get(resolution_id)
+            entry = res.allowed.get(action_id) if res is not None else None
+            if res is None or entry is None:
+                continue
+            ctx = res.context_at(at)
+            verdict = evaluate(entry[0], ctx, None)
+            taken = [
+                LimitRequest(rule.key(ctx), rule.window_us, float("inf"), weight)
+                for rule, weight, _used in verdict.limits
+                if rule.scope == "session"
+            ]
+            if taken:
+                self.limiter.acquire(taken, at)
 
     def _restore_owner_of(self, some_id: str) -> None:
         """Restore the session an approval or execution id from before a restart belongs to, if any."""

@@ -173,3 +173,29 @@ def test_an_approval_or_outcome_from_before_a_restart_is_found_by_its_id_alone(u
     assert third.verify(sid).valid
     second.close()
     third.close()
+
+
+def test_session_limits_hold_across_a_restart_with_jsonl_storage_and_an_in_memory_limiter(
+    tmp_path: Path,
+) -> None:
+    # The in-memory limiter forgets with its process; the session's authorised executions in the trace
+    # take the session-scope windows again when the session is rebuilt.
+    url = f"jsonl://{tmp_path}/traces?fsync=0"
+    clock, handler = cra.ManualClock(), Handler()
+    first = cra.Runtime(clock=clock, storage=url)
+    first.load_atlas(ATLAS)
+    first.register("api.call", handler)
+    sid = first.create_session("agent-1", "Call").session_id
+    res = first.resolve(sid)
+    for _ in range(3):
+        assert first.execute(sid, res.resolution_id, "api.call", {}).status == "success"
+    first.close()
+    second = cra.Runtime(clock=clock, storage=url)
+    second.load_atlas(ATLAS)  # JSONL keeps no Atlas content: the same Atlas (same digest) is loaded again
+    second.register("api.call", handler)
+    assert second.execute(sid, res.resolution_id, "api.call", {}).status == "success"  # the 4th of 4
+    denied = second.execute(sid, res.resolution_id, "api.call", {})
+    assert (denied.status, denied.error_code) == ("denied", "RATE_LIMITED")
+    clock.advance(601)  # the window has passed for all of them, including those taken before the restart
+    assert second.resolve(sid).allowed_ids[0] == "api.call"
+    second.close()
