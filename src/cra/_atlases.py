@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
-from typing import Any
 
-from ._runtime_base import _ACTION_ID, _EXECUTOR, Handler, RuntimeBase
+from ._runtime_base import _ACTION_ID, Handler, RuntimeBase
 from .atlas import Atlas, load_atlas
 from .atlas.loader import AtlasSource
-from .atlas.validate import Problem
 from .errors import (
     AtlasAlreadyLoadedError,
     AtlasNotFoundError,
-    InvalidAtlasError,
     InvalidRequestError,
 )
 from .policy.engine import compile_atlas
@@ -58,45 +54,6 @@ class AtlasOps(RuntimeBase):
             self._state_store.save_atlas(atlas)
             self._atlases = atlases
         return atlas
-
-    def _import_executors(self, atlas: Atlas) -> dict[tuple[str, str], Handler]:
-        found: dict[tuple[str, str], Handler] = {}
-        if not self.import_executors:
-            return found
-        problems = []
-        for index, action in enumerate(atlas.actions):
-            if action.executor is None or not _EXECUTOR.match(action.executor):
-                continue  # not a Python reference: the caller runs the action and reports the outcome
-            module_name, _, attr = action.executor.partition(":")
-            try:
-                target: Any = importlib.import_module(module_name)
-                for part in attr.split("."):
-                    target = getattr(target, part)
-            except Exception as exc:
-                problems.append(
-                    Problem(
-                        f"/actions/{index}/executor",
-                        f"cannot import executor {action.executor!r}: {type(exc).__name__}",
-                        "semantic",
-                    )
-                )
-                continue
-            if not callable(target):
-                problems.append(
-                    Problem(
-                        f"/actions/{index}/executor",
-                        f"executor {action.executor!r} is not callable",
-                        "semantic",
-                    )
-                )
-                continue
-            found[(atlas.digest, action.action_id)] = target
-        if problems:
-            raise InvalidAtlasError(
-                f"Atlas has {len(problems)} executor problem(s)",
-                details={"problems": [p.to_dict() for p in problems]},
-            )
-        return found
 
     def unload_atlas(self, atlas_id: str) -> Atlas:
         """Stop offering an Atlas to new sessions (existing sessions keep it)."""

@@ -336,9 +336,7 @@ class ExecuteOps(RuntimeBase):
         record = IdempotencyRecord(action_id, resolution_id, params_hash)
         if idempotency_key is not None:
             state.idempotency[idempotency_key] = record
-        handler = self._handlers.get(action_id) or self._executors.get(
-            (self._digest_of(state, plan), action_id)
-        )
+        handler = self._handlers.get(action_id) or self._executors.get((plan.atlas_digest, action_id))
         pending = PendingExecution(
             execution_id,
             state.session_id,
@@ -367,13 +365,6 @@ class ExecuteOps(RuntimeBase):
             self._remember_idempotent(state, idempotency_key, record)
             return response
         return _Authorised(record, pending, handler)
-
-    @staticmethod
-    def _digest_of(state: SessionState, plan: Any) -> str:
-        for compiled in state.atlases:
-            if compiled.plan_by_id.get(plan.action.action_id) is plan:
-                return compiled.atlas.digest
-        return ""
 
     def _remember_idempotent(self, state: SessionState, key: str | None, record: IdempotencyRecord) -> None:
         """Keep the first response to a key durably, so a retry after a restart still runs nothing twice."""

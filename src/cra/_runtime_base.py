@@ -4,6 +4,7 @@ _execute, _approvals) add the operations."""
 from __future__ import annotations
 
 import hashlib
+import importlib
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -14,11 +15,13 @@ from ._jsonvalue import check_json_value
 from ._restore import RebuiltSession, rebuild_session
 from ._state import ApprovalState, PendingExecution, ResolutionState, SessionState
 from ._state_store import StateStore, open_state_store
-from .atlas import DEFAULT_MAX_FILE_BYTES, load_atlas
+from .atlas import DEFAULT_MAX_FILE_BYTES, Atlas, load_atlas
+from .atlas.validate import Problem
 from .clock import Clock, SystemClock
 from .errors import (
     AtlasNotFoundError,
     ForbiddenError,
+    InvalidAtlasError,
     InvalidRequestError,
     RuntimeClosedError,
     SessionEndedError,
@@ -255,9 +258,49 @@ class RuntimeBase:
             )
         manifest, files = stored
         atlas = load_atlas(manifest, files=files, max_file_bytes=self.max_context_file_bytes)
+        self._executors.update(self._import_executors(atlas))  # as load_atlas does: same Atlas, same handlers
         compiled = compile_atlas(atlas)
         self._compiled_by_digest[digest] = compiled
         return compiled
+
+    def _import_executors(self, atlas: Atlas) -> dict[tuple[str, str], Handler]:
+        found: dict[tuple[str, str], Handler] = {}
+        if not self.import_executors:
+            return found
+        problems = []
+        for index, action in enumerate(atlas.actions):
+            if action.executor is None or not _EXECUTOR.match(action.executor):
+                continue  # not a Python reference: the caller runs the action and reports the outcome
+            module_name, _, attr = action.executor.partition(":")
+            try:
+                target: Any = importlib.import_module(module_name)
+                for part in attr.split("."):
+                    target = getattr(target, part)
+            except Exception as exc:
+                problems.append(
+                    Problem(
+                        f"/actions/{index}/executor",
+                        f"cannot import executor {action.executor!r}: {type(exc).__name__}",
+                        "semantic",
+                    )
+                )
+                continue
+            if not callable(target):
+                problems.append(
+                    Problem(
+                        f"/actions/{index}/executor",
+                        f"executor {action.executor!r} is not callable",
+                        "semantic",
+                    )
+                )
+                continue
+            found[(atlas.digest, action.action_id)] = target
+        if problems:
+            raise InvalidAtlasError(
+                f"Atlas has {len(problems)} executor problem(s)",
+                details={"problems": [p.to_dict() for p in problems]},
+            )
+        return found
 
     def _expiry_reason(self, state: SessionState, now_us: int) -> str | None:
         """``idle_timeout`` or ``max_lifetime`` when an active session has run out of time, else None."""

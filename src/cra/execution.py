@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import CRAError, error_class
+from .errors import error_class
 
 __all__ = ["HTTP_STATUS", "ExecuteResponse"]
 
@@ -81,15 +81,3 @@ class ExecuteResponse:
         if self.replayed:
             out["replayed"] = True
         return out
-
-
-def error_body(error: CRAError | type[CRAError], message: str | None = None) -> dict[str, Any]:
-    """An ``error`` object for a response, from an error instance or class."""
-    if isinstance(error, CRAError):
-        return error.to_dict()
-    return {
-        "code": error.code,
-        "category": error.category,
-        "message": message or error.code,
-        "recoverable": error.recoverable,
-    }

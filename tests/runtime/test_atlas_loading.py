@@ -658,3 +658,26 @@ def test_executor_that_cannot_be_imported_makes_the_atlas_invalid(rt: cra.Runtim
     error = load_error(rt, bad)
     assert pointers(error) == ["/actions/1/executor"]
     assert rt.atlases() == []
+
+
+def test_an_atlas_rebuilt_by_digest_after_a_restart_imports_its_executors(tmp_path: Path) -> None:
+    # Session started under v1 (executor version_one); v2 replaces it; a new process that only loads v2 must
+    # still run v1's executor for the old session, whose Atlas comes back from the state store by digest.
+    url = f"sqlite:///{tmp_path}/cra.db"
+
+    def versioned(version: str, executor: str) -> dict[str, Any]:
+        m = simple_manifest("shop.read")
+        m["version"] = version
+        m["actions"][0]["executor"] = f"cra_test_executors:{executor}"
+        return m
+
+    first = cra.Runtime(clock=cra.ManualClock(), storage=url)
+    first.load_atlas(versioned("1.0.0", "version_one"))
+    sid = first.create_session("agent-1", "Old version").session_id
+    rid = first.resolve(sid).resolution_id
+    first.close()
+    second = cra.Runtime(clock=cra.ManualClock(), storage=url)
+    second.load_atlas(versioned("2.0.0", "version_two"))
+    response = second.execute(sid, rid, "shop.read", {})
+    assert (response.status, response.result) == ("success", "v1")
+    second.close()

@@ -104,6 +104,7 @@ class ActionPlan:
 
     action: Action
     atlas_id: str
+    atlas_digest: str
     risk_rank: int
     deny: tuple[PlannedPolicy, ...]
     approval: tuple[PlannedPolicy, ...]
@@ -258,6 +259,7 @@ def compile_atlas(atlas: Atlas) -> CompiledAtlas:
             ActionPlan(
                 action=action,
                 atlas_id=atlas.atlas_id,
+                atlas_digest=atlas.digest,
                 risk_rank=RISK_RANK[action.risk_tier],
                 deny=tuple(steps["deny"]),
                 approval=tuple(steps["require_approval"]),
