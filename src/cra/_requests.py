@@ -30,13 +30,16 @@ class ValidationReport:
         return {"valid": self.valid, "errors": [dict(e) for e in self.errors]}
 
 
-def request_problems(request: Any) -> list[dict[str, str]]:
-    """Every problem of a CARP request: not-JSON values first (NaN, depth), then schema errors."""
+def request_problems(request: Any, *, raise_too_deep: bool = False) -> list[dict[str, str]]:
+    """Every problem of a CARP request: not-JSON values first (NaN, depth), then schema errors. With
+    ``raise_too_deep``, nesting past the limit raises ``PayloadTooLargeError`` instead of being listed."""
     if not isinstance(request, dict):
         return [{"pointer": "", "message": "a CARP request must be a JSON object"}]
     try:
         check_json_value(request, "")
     except CRAError as exc:
+        if raise_too_deep and isinstance(exc, PayloadTooLargeError):
+            raise
         errors = (exc.details or {}).get("errors") or [
             {"pointer": (exc.details or {}).get("pointer", ""), "message": exc.message}
         ]
@@ -47,14 +50,7 @@ def request_problems(request: Any) -> list[dict[str, str]]:
 def parse_request(request: Any, operation: str) -> dict[str, Any]:
     """Check a CARP request for ``operation``; raise ``InvalidRequestError`` listing every problem
     (``PayloadTooLargeError`` when it nests deeper than the limit, as the Python API does)."""
-    if isinstance(request, dict):
-        try:
-            check_json_value(request, "")
-        except PayloadTooLargeError:
-            raise
-        except CRAError:
-            pass  # reported with every other problem below
-    problems = request_problems(request)
+    problems = request_problems(request, raise_too_deep=True)
     if not problems and request["operation"] != operation:
         problems = [{"pointer": "/operation", "message": f"expected operation {operation!r}"}]
     if problems:
