@@ -4,14 +4,15 @@ runs the callbacks it pops outside that lock."""
 
 from __future__ import annotations
 
+import abc
 import heapq
 import itertools
 import logging
 from dataclasses import dataclass, field
 
-from .base import TimerCallback, check_callback
+from .base import TimerCallback, check_callback, delay_to_us
 
-__all__ = ["Timer", "TimerHeap", "run_callback"]
+__all__ = ["HeapScheduling", "Timer", "TimerHeap", "run_callback"]
 
 logger = logging.getLogger("cra.timers")
 
@@ -117,3 +118,20 @@ def run_callback(heap: TimerHeap, timer: Timer) -> None:
         logger.exception("timer %s (%s) raised", timer.timer_id, timer.name or "unnamed")
     finally:
         heap.fired += 1
+
+
+class HeapScheduling(abc.ABC):
+    """``schedule_once`` / ``schedule_repeating`` for the heap backends: the argument checks are shared, each
+    backend adds the timer to its heap under its own locking in ``_add``."""
+
+    def schedule_once(self, delay_seconds: float, callback: TimerCallback, *, name: str = "") -> str:
+        delay = delay_to_us(delay_seconds, "delay_seconds", allow_zero=True)
+        return self._add(delay, callback, None, name)
+
+    def schedule_repeating(self, interval_seconds: float, callback: TimerCallback, *, name: str = "") -> str:
+        interval = delay_to_us(interval_seconds, "interval_seconds", allow_zero=False)
+        return self._add(interval, callback, interval, name)
+
+    @abc.abstractmethod
+    def _add(self, delay_us: int, callback: TimerCallback, interval_us: int | None, name: str) -> str:
+        """Put a timer due ``delay_us`` from now on the heap (repeating every ``interval_us``); its id."""

@@ -7,8 +7,8 @@ import contextlib
 import threading
 from typing import Self
 
-from ._heap import TimerHeap, run_callback
-from .base import TimerCallback, delay_to_us
+from ._heap import HeapScheduling, TimerHeap, run_callback
+from .base import TimerCallback
 from .errors import TimersClosedError
 
 __all__ = ["AsyncioTimers"]
@@ -16,7 +16,7 @@ __all__ = ["AsyncioTimers"]
 _US = 1_000_000
 
 
-class AsyncioTimers:
+class AsyncioTimers(HeapScheduling):
     """Timers whose callbacks run on an event loop, one at a time, in due order.
 
     Create it inside a running loop (``AsyncioTimers()``) or pass the loop (``AsyncioTimers(loop)``). Due
@@ -46,14 +46,6 @@ class AsyncioTimers:
         self._closed = False
 
     # --- TimerBackend ---------------------------------------------------------------------------------
-
-    def schedule_once(self, delay_seconds: float, callback: TimerCallback, *, name: str = "") -> str:
-        delay = delay_to_us(delay_seconds, "delay_seconds", allow_zero=True)
-        return self._add(delay, callback, None, name)
-
-    def schedule_repeating(self, interval_seconds: float, callback: TimerCallback, *, name: str = "") -> str:
-        interval = delay_to_us(interval_seconds, "interval_seconds", allow_zero=False)
-        return self._add(interval, callback, interval, name)
 
     def cancel(self, timer_id: str) -> bool:
         # the armed handle may now point at a cancelled timer; _fire then finds nothing due and re-arms

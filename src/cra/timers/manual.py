@@ -6,14 +6,14 @@ import threading
 from typing import Self
 
 from ..clock import ManualClock, format_timestamp
-from ._heap import TimerHeap, run_callback
+from ._heap import HeapScheduling, TimerHeap, run_callback
 from .base import TimerCallback, delay_to_us
 from .errors import TimersClosedError
 
 __all__ = ["ManualTimers"]
 
 
-class ManualTimers:
+class ManualTimers(HeapScheduling):
     """Timers on a ``ManualClock``, for tests and replays::
 
         clock = ManualClock()
@@ -37,14 +37,6 @@ class ManualTimers:
         self._closed = False
 
     # --- TimerBackend ---------------------------------------------------------------------------------
-
-    def schedule_once(self, delay_seconds: float, callback: TimerCallback, *, name: str = "") -> str:
-        delay = delay_to_us(delay_seconds, "delay_seconds", allow_zero=True)
-        return self._add(delay, callback, None, name)
-
-    def schedule_repeating(self, interval_seconds: float, callback: TimerCallback, *, name: str = "") -> str:
-        interval = delay_to_us(interval_seconds, "interval_seconds", allow_zero=False)
-        return self._add(interval, callback, interval, name)
 
     def cancel(self, timer_id: str) -> bool:
         with self._lock:

@@ -6,8 +6,8 @@ import threading
 from typing import Self
 
 from ..clock import Clock, SystemClock
-from ._heap import TimerHeap, run_callback
-from .base import TimerCallback, delay_to_us
+from ._heap import HeapScheduling, TimerHeap, run_callback
+from .base import TimerCallback
 from .errors import TimersClosedError
 
 __all__ = ["ThreadTimers"]
@@ -15,7 +15,7 @@ __all__ = ["ThreadTimers"]
 _US = 1_000_000
 
 
-class ThreadTimers:
+class ThreadTimers(HeapScheduling):
     """Timers run by one daemon thread, started at the first schedule.
 
     Due times are read from the injected clock (``now_us``, the wall clock by default); between due times
@@ -36,14 +36,6 @@ class ThreadTimers:
         self._thread: threading.Thread | None = None
 
     # --- TimerBackend ---------------------------------------------------------------------------------
-
-    def schedule_once(self, delay_seconds: float, callback: TimerCallback, *, name: str = "") -> str:
-        delay = delay_to_us(delay_seconds, "delay_seconds", allow_zero=True)
-        return self._add(delay, callback, None, name)
-
-    def schedule_repeating(self, interval_seconds: float, callback: TimerCallback, *, name: str = "") -> str:
-        interval = delay_to_us(interval_seconds, "interval_seconds", allow_zero=False)
-        return self._add(interval, callback, interval, name)
 
     def cancel(self, timer_id: str) -> bool:
         with self._cond:
