@@ -151,18 +151,8 @@ def _prepare(
                 [Problem("", exc.message, "schema")],
                 None,
             )
-        manifest = orjson.loads(orjson.dumps(source)) if _plain(source) else _copy(source)
-        try:
-            check_json_value(manifest, "")
-        except CRAError as exc:
-            return (
-                manifest,
-                _Files(None, files, max_file_bytes),
-                sources,
-                [Problem("", exc.message, "schema")],
-                None,
-            )
-        return manifest, _Files(None, files or {}, max_file_bytes), sources, [], None
+        # A plain copy of a checked JSON value: the caller's dict is never touched, tuples become lists.
+        return _copy(source), _Files(None, files or {}, max_file_bytes), sources, [], None
     if not isinstance(source, str | os.PathLike):
         problem = Problem("", "an Atlas is a directory, a manifest file, or a manifest object", "schema")
         return None, _Files(None, files, max_file_bytes), sources, [problem], None
@@ -174,14 +164,6 @@ def _prepare(
     if isinstance(manifest, dict) and path.is_dir():
         problems += _merge_extras(root, manifest, sources)
     return manifest, _Files(root, files, max_file_bytes), sources, problems, str(path)
-
-
-def _plain(source: Mapping[str, Any]) -> bool:
-    try:
-        orjson.dumps(source)
-    except TypeError:
-        return False
-    return True
 
 
 def _copy(value: Any) -> Any:
