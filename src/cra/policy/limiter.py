@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Sequence
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from ..errors import CRAError, LimiterUnavailableError
+
+_T = TypeVar("_T")
 
 __all__ = ["GuardedLimiter", "LimitRequest", "Limiter", "MemoryLimiter", "open_limiter"]
 
@@ -166,40 +168,25 @@ class GuardedLimiter:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)  # version, next_change, url, ... when the backend has them
 
-    def _fail(self, exc: Exception) -> LimiterUnavailableError:
-        return LimiterUnavailableError(f"the rate-limit backend failed: {type(exc).__name__}")
+    def _call(self, method: Callable[..., _T], *args: Any) -> _T:
+        try:
+            return method(*args)
+        except CRAError:
+            raise
+        except Exception as exc:
+            raise LimiterUnavailableError(f"the rate-limit backend failed: {type(exc).__name__}") from exc
 
     def usage(self, key: str, window_us: int | None, now_us: int) -> float:
-        try:
-            return self.inner.usage(key, window_us, now_us)
-        except CRAError:
-            raise
-        except Exception as exc:
-            raise self._fail(exc) from exc
+        return self._call(self.inner.usage, key, window_us, now_us)
 
     def acquire(self, requests: Sequence[LimitRequest], now_us: int) -> int:
-        try:
-            return self.inner.acquire(requests, now_us)
-        except CRAError:
-            raise
-        except Exception as exc:
-            raise self._fail(exc) from exc
+        return self._call(self.inner.acquire, requests, now_us)
 
     def release(self, requests: Sequence[LimitRequest], now_us: int) -> None:
-        try:
-            self.inner.release(requests, now_us)
-        except CRAError:
-            raise
-        except Exception as exc:
-            raise self._fail(exc) from exc
+        self._call(self.inner.release, requests, now_us)
 
     def prune(self, now_us: int) -> int:
-        try:
-            return self.inner.prune(now_us)
-        except CRAError:
-            raise
-        except Exception as exc:
-            raise self._fail(exc) from exc
+        return self._call(self.inner.prune, now_us)
 
     def close(self) -> None:
         self.inner.close()
