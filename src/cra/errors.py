@@ -5,9 +5,9 @@ The hierarchy, by category (each category has one HTTP status unless a code says
     CRAError
     ├── ValidationError        validation   400   INVALID_REQUEST, INVALID_PARAMETERS, INVALID_ATLAS,
     │                                             CLOCK_SKEW, UNKNOWN_CAPABILITY, UNKNOWN_ATLAS,
-    │                                             PAYLOAD_TOO_LARGE (413)
+    │                                             PAYLOAD_TOO_LARGE (413), METHOD_NOT_ALLOWED (405)
     ├── AuthError              auth       401/403 UNAUTHORIZED (401), FORBIDDEN (403)
-    ├── NotFoundError          not_found  404   SESSION_NOT_FOUND, RESOLUTION_NOT_FOUND, APPROVAL_NOT_FOUND,
+    ├── NotFoundError          not_found  404   NOT_FOUND, SESSION_NOT_FOUND, RESOLUTION_NOT_FOUND, APPROVAL_NOT_FOUND,
     │                                             EXECUTION_NOT_FOUND, ATLAS_NOT_FOUND
     ├── ConflictError          conflict   409   DUPLICATE_REQUEST, SESSION_ENDED, ATLAS_ALREADY_LOADED,
     │                                             IDEMPOTENCY_CONFLICT, APPROVAL_ALREADY_DECIDED,
@@ -17,7 +17,7 @@ The hierarchy, by category (each category has one HTTP status unless a code says
     ├── RateLimitError         rate_limit 429   RATE_LIMITED, BUDGET_EXCEEDED
     ├── ExpiredError           timeout    410   RESOLUTION_EXPIRED, APPROVAL_EXPIRED, COMPLETION_TIMEOUT (408)
     ├── UnavailableError       unavailable 503  STORAGE_UNAVAILABLE, TRACE_BACKPRESSURE, LIMITER_UNAVAILABLE,
-    │                                             RUNTIME_CLOSED
+    │                                             RUNTIME_CLOSED, REQUEST_TIMEOUT
     └── InternalError          internal   500   INTERNAL_ERROR, HANDLER_ERROR
 
 Governance refusals at execute (denied, pending approval) are *responses*, not exceptions: their codes
@@ -58,6 +58,7 @@ __all__ = [
     "InvalidAtlasError",
     "InvalidParametersError",
     "InvalidRequestError",
+    "MethodNotAllowedError",
     "LimiterUnavailableError",
     "NotFoundError",
     "PayloadTooLargeError",
@@ -65,6 +66,7 @@ __all__ = [
     "PolicyError",
     "RateLimitError",
     "RateLimitedError",
+    "RequestTimeoutError",
     "ResolutionExpiredError",
     "ResolutionNotFoundError",
     "RuntimeClosedError",
@@ -233,6 +235,13 @@ class PayloadTooLargeError(ValidationError):
     http_status = 413
 
 
+class MethodNotAllowedError(ValidationError):
+    """The HTTP method is not one the route accepts (the ``Allow`` header lists those it does)."""
+
+    code = "METHOD_NOT_ALLOWED"
+    http_status = 405
+
+
 class UnauthorizedError(AuthError):
     """No valid credentials."""
 
@@ -391,6 +400,12 @@ class RuntimeClosedError(UnavailableError):
 
     code = "RUNTIME_CLOSED"
     recoverable = False
+
+
+class RequestTimeoutError(UnavailableError):
+    """The server gave up waiting for the runtime (a slow handler or storage) within its request timeout."""
+
+    code = "REQUEST_TIMEOUT"
 
 
 class HandlerError(InternalError):

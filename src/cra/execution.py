@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,25 @@ class ExecuteResponse:
         message = self.error["message"] if self.error else f"approval {self.approval_id} is pending"
         raise error_class(code)(
             message, details={"execution_id": self.execution_id, "approval_id": self.approval_id}
+        )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ExecuteResponse:
+        """A response from its wire form (what ``cra serve`` returns)."""
+        return cls(
+            execution_id=data["execution_id"],
+            session_id=data["session_id"],
+            resolution_id=data["resolution_id"],
+            action_id=data["action_id"],
+            status=data["status"],
+            timestamp=data["timestamp"],
+            trace_id=data["trace_id"],
+            result=data.get("result"),
+            error=data.get("error"),
+            approval_id=data.get("approval_id"),
+            duration_ms=data.get("duration_ms"),
+            idempotency_key=data.get("idempotency_key"),
+            replayed=bool(data.get("replayed", False)),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -142,6 +142,33 @@ class Resolution:
                 return action
         return None
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], session_id: str = "") -> Resolution:
+        """A resolution from its wire form (what ``cra serve`` returns); the wire form does not carry the
+        session id, so pass it when you know it."""
+        from .clock import parse_timestamp
+
+        decision = data["decision"]
+        return cls(
+            resolution_id=data["resolution_id"],
+            request_id=data["request_id"],
+            session_id=session_id,
+            created_us=parse_timestamp(data["timestamp"]),
+            decision_type=decision["type"],
+            decision_reason=decision.get("reason"),
+            approval_id=decision.get("approval_id"),
+            expires_us=parse_timestamp(decision["expires_at"]),
+            allowed_actions=[
+                AllowedAction.from_wire(a, a["requires_confirmation"], a.get("rate_limit"))
+                for a in data["allowed_actions"]
+            ],
+            denied_actions=[DeniedAction(**d) for d in data["denied_actions"]],
+            context_blocks=[ContextBlock(**b) for b in data["context_blocks"]],
+            constraints=[dict(c) for c in data["constraints"]],
+            ttl_seconds=data["ttl_seconds"],
+            trace_id=data["trace_id"],
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "carp_version": "1.0",

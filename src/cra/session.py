@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,23 @@ class Session:
     @property
     def active(self) -> bool:
         return self.status == "active"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Session:
+        """A session from its wire form (what ``cra serve`` returns)."""
+        return cls(
+            session_id=data["session_id"],
+            agent_id=data["agent_id"],
+            goal=data["goal"],
+            atlas_ids=list(data["atlas_ids"]),
+            status=data["status"],
+            created_at=data["created_at"],
+            trace_id=data["trace_id"],
+            metadata=dict(data.get("metadata") or {}),
+            ended_at=data.get("ended_at"),
+            end_reason=data.get("end_reason"),
+            atlases=[dict(a) for a in data.get("atlases") or []],
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +78,23 @@ class Approval:
     approver: str | None = None
     note: str | None = None
     decided_at: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Approval:
+        """An approval from its wire form (what ``cra serve`` returns)."""
+        return cls(
+            approval_id=data["approval_id"],
+            session_id=data["session_id"],
+            agent_id=data["agent_id"],
+            resolution_id=data["resolution_id"],
+            action_ids=list(data["action_ids"]),
+            status=data["status"],
+            created_at=data["created_at"],
+            expires_at=data["expires_at"],
+            approver=data.get("approver"),
+            note=data.get("note"),
+            decided_at=data.get("decided_at"),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

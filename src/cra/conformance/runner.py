@@ -34,6 +34,9 @@ from ..trace.verify import verify_chain
 __all__ = ["CaseResult", "ConformanceReport", "run_case", "run_directory"]
 
 IMPLEMENTATION = "cra-python"
+
+ApiFactory = Callable[[Runtime], Any]
+"""Builds the front end a case's steps go through from the case's runtime."""
 START = "2025-01-01T00:00:00Z"
 
 
@@ -96,10 +99,13 @@ def _ok_handler(_parameters: dict[str, Any]) -> dict[str, bool]:
 
 
 class _Case:
-    def __init__(self, case: Mapping[str, Any]) -> None:
+    def __init__(self, case: Mapping[str, Any], api_factory: ApiFactory | None = None) -> None:
         self.case = case
         self.clock = ManualClock(START)
         self.runtime = Runtime(clock=self.clock, storage="memory://", tracing="immediate")
+        # Setup (Atlases, handlers) always goes to the runtime; the steps go through ``api``: the runtime
+        # itself, or e.g. an HTTP client of a server that serves this runtime.
+        self.api: Any = api_factory(self.runtime) if api_factory is not None else self.runtime
         self.sessions: dict[str, str] = {}
         self.agents: dict[str, str] = {}
         self.resolutions: dict[str, Resolution] = {}
@@ -169,7 +175,7 @@ class _Case:
     # --- ops ----------------------------------------------------------------------------------------------
 
     def create_session(self, step: Mapping[str, Any]) -> Any:
-        session = self.runtime.create_session(step["agent_id"], step["goal"], step.get("atlas_ids"))
+        session = self.api.create_session(step["agent_id"], step["goal"], step.get("atlas_ids"))
         if "as" in step:
             self.sessions[step["as"]] = session.session_id
             self.agents[step["as"]] = session.agent_id
@@ -182,7 +188,7 @@ class _Case:
 
     def resolve(self, step: Mapping[str, Any]) -> Resolution:
         requester = self._requester(step["session"])
-        session = self.runtime.get_session(requester["session_id"])
+        session = self.api.get_session(requester["session_id"])
         task: dict[str, Any] = {"goal": step.get("goal", session.goal)}
         for key in ("risk_tier", "required_capabilities", "context_hints"):
             if key in step:
@@ -199,7 +205,7 @@ class _Case:
             request["context"] = step["context"]
         if "atlas_ids" in step:
             request["atlas_ids"] = step["atlas_ids"]
-        resolution = self.runtime.resolve_request(request)
+        resolution = self.api.resolve_request(request)
         if "as" in step:
             self.resolutions[step["as"]] = resolution
         return resolution
@@ -216,8 +222,8 @@ class _Case:
         }
         if "idempotency_key" in step:
             execution["idempotency_key"] = step["idempotency_key"]
-        session = self.runtime.get_session(requester["session_id"])
-        response = self.runtime.execute_request(
+        session = self.api.get_session(requester["session_id"])
+        response = self.api.execute_request(
             {
                 "carp_version": "1.0",
                 "request_id": self.request_id(),
@@ -241,7 +247,7 @@ class _Case:
         execution = self.executions.get(step["execution"])
         if execution is None:
             raise CaseFailure(f"no execution named {step['execution']!r}")
-        return self.runtime.complete(
+        return self.api.complete(
             execution.execution_id, result=step.get("result"), error=step.get("error")
         )
 
@@ -249,26 +255,26 @@ class _Case:
         resolution = self.resolutions.get(step["resolution"])
         if resolution is None:
             raise CaseFailure(f"no resolution named {step['resolution']!r}")
-        pending = self.runtime.approvals(resolution.session_id)
+        pending = self.api.approvals(resolution.session_id)
         mine = [a for a in pending if a.resolution_id == resolution.resolution_id]
         if not mine:
             raise CaseFailure(f"resolution {step['resolution']!r} has no pending approval")
-        decide = self.runtime.approve if step["op"] == "approve" else self.runtime.reject
+        decide = self.api.approve if step["op"] == "approve" else self.api.reject
         return decide(mine[-1].approval_id, step.get("approver", "conformance"), step.get("note"))
 
     def end_session(self, step: Mapping[str, Any]) -> Any:
         requester = self._requester(step["session"])
-        return self.runtime.end_session(requester["session_id"], step.get("reason", "completed"))
+        return self.api.end_session(requester["session_id"], step.get("reason", "completed"))
 
     def advance_clock(self, step: Mapping[str, Any]) -> None:
         self.clock.advance(step["seconds"])
 
     def trace(self, step: Mapping[str, Any]) -> list[dict[str, Any]]:
         requester = self._requester(step["session"])
-        return [e.to_dict() for e in self.runtime.get_trace(requester["session_id"])]
+        return [e.to_dict() for e in self.api.get_trace(requester["session_id"])]
 
     def validate_request(self, step: Mapping[str, Any]) -> Any:
-        return self.runtime.validate_request(step["request"])
+        return self.api.validate_request(step["request"])
 
     def validate_atlas(self, step: Mapping[str, Any]) -> Any:
         from ..atlas import validate_atlas
@@ -391,14 +397,20 @@ def _match_entries(got: list[Any], want: list[Mapping[str, Any]], key: str) -> N
         _match_partial(g, w, f"{key}[{i}]")
 
 
-def run_case(case: Mapping[str, Any], file: str | None = None) -> CaseResult:
-    """Run one case on a fresh runtime; never raises (a crash is a failed case)."""
+def run_case(
+    case: Mapping[str, Any], file: str | None = None, *, api_factory: ApiFactory | None = None
+) -> CaseResult:
+    """Run one case on a fresh runtime; never raises (a crash is a failed case).
+
+    ``api_factory(runtime)`` may return another front end for the steps (an HTTP client of a server over
+    that runtime, say): the case then checks that front end, with the runtime's clock and handlers.
+    """
     test_id = str(case.get("test_id", file or "?"))
     start = time.perf_counter()
     if case.get("skip"):
         return CaseResult(test_id, "skipped", 0.0, str(case.get("skip")), file)
     try:
-        _Case(case).run()
+        _Case(case, api_factory).run()
     except CaseFailure as exc:
         return CaseResult(test_id, "failed", (time.perf_counter() - start) * 1000, str(exc), file)
     except CRAError as exc:
