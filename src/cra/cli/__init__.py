@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from .._version import __version__
-from . import bench, conformance, init, resolve, trace, validate
+from . import bench, conformance, init, keys, resolve, serve, trace, validate
 
 __all__ = ["app", "main"]
 
@@ -64,6 +64,8 @@ app.command("resolve")(resolve.resolve_command)
 app.add_typer(trace.app, name="trace")
 app.command("conformance")(conformance.conformance_command)
 app.command("bench")(bench.bench_command)
+app.command("serve")(serve.serve_command)
+app.add_typer(keys.app, name="keys")
 
 
 def main() -> None:

@@ -1,0 +1,89 @@
+"""Prometheus metrics of one server process (``GET /metrics``).
+
+Requests (count and latency by route template, method and status), governance decisions by kind, the trace
+buffer's stats (buffered, capacity, pressure, processed, written, dropped, lag_ms) read at scrape time, and
+storage errors.
+Each app has its own registry, so several apps in one process (tests) never share counters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["CONTENT_TYPE", "ServerMetrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""The Prometheus text exposition format."""
+
+# Latency buckets in seconds: the interesting range for a governance call is 50 µs .. 100 ms.
+_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+
+
+class _TraceCollector(Collector):
+    """Reads the runtime's trace stats when scraped (no background polling)."""
+
+    def __init__(self, stats: Callable[[], Mapping[str, Any]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        stats = self._stats()
+        for key in ("buffered", "capacity", "pressure", "processed", "written", "dropped", "lag_ms"):
+            value = stats.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                yield GaugeMetricFamily(f"cra_trace_{key}", f"Trace processor: {key}", value=float(value))
+
+
+class ServerMetrics:
+    """The counters and histograms the server updates, and their rendering for ``/metrics``."""
+
+    def __init__(self, trace_stats: Callable[[], Mapping[str, Any]]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "cra_http_requests",
+            "HTTP requests by route, method and status",
+            ("route", "method", "status"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "cra_http_request_duration_seconds",
+            "HTTP request latency by route",
+            ("route", "method"),
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.decisions = Counter(
+            "cra_decisions",
+            "Governance decisions: resolve decision types and execute statuses",
+            ("operation", "outcome"),
+            registry=self.registry,
+        )
+        self.storage_errors = Counter(
+            "cra_storage_errors", "Requests refused because storage was unavailable", registry=self.registry
+        )
+        self.auth_failures = Counter(
+            "cra_auth_failures", "Requests refused for missing or bad credentials", registry=self.registry
+        )
+        self.rate_limited = Counter(
+            "cra_http_rate_limited",
+            "Requests refused by the per-credential rate limit",
+            registry=self.registry,
+        )
+        self.registry.register(_TraceCollector(trace_stats))
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one finished request and its latency."""
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route, method).observe(seconds)
+
+    def observe_decision(self, operation: str, outcome: str) -> None:
+        """Count one decision (``resolve``/``allow``, ``execute``/``denied``, ...)."""
+        self.decisions.labels(operation, outcome).inc()
+
+    def render(self) -> bytes:
+        """The registry in Prometheus text format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,86 @@
+"""Running the server: ``serve(config)`` starts uvicorn (uvloop + httptools) with one or more workers.
+
+With ``workers > 1`` uvicorn starts the app in each worker process from an import string, so the (already
+checked) configuration travels to the workers in one environment variable as JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Any
+
+from starlette.applications import Starlette
+
+from .app import build_app, build_runtime
+from .auth import ApiKeyStore, Authenticator, JwtVerifier
+from .config import ServerConfig
+
+__all__ = ["authenticator_from_config", "serve", "worker_app"]
+
+_CONFIG_ENV = "_CRA_SERVE_CONFIG_JSON"  # internal: the parent's checked config, for worker processes
+
+logger = logging.getLogger("cra.server")
+
+
+def authenticator_from_config(config: ServerConfig) -> Authenticator:
+    """The credential sources the configuration names (none: auth off, which ``config.check`` allows on
+    loopback only). A key file that does not exist yet is an empty store until ``cra keys create`` writes
+    it; a file that cannot be parsed stops the start."""
+    keys = ApiKeyStore(config.api_keys_file) if config.api_keys_file else None
+    jwt = None
+    if config.jwt_secret or config.jwt_public_key_file:
+        public_key = None
+        if config.jwt_public_key_file:
+            with open(config.jwt_public_key_file, encoding="utf-8") as fh:
+                public_key = fh.read()
+        jwt = JwtVerifier(
+            secret=config.jwt_secret,
+            public_key=public_key,
+            algorithms=config.jwt_algorithms or (("HS256",) if config.jwt_secret else ()),
+            audience=config.jwt_audience,
+            issuer=config.jwt_issuer,
+            leeway_seconds=config.jwt_leeway_seconds,
+        )
+    return Authenticator(api_keys=keys, jwt=jwt)
+
+
+def _config_json(config: ServerConfig) -> str:
+    data = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "extra"}
+    return json.dumps(data)
+
+
+def worker_app() -> Starlette:
+    """The app of one worker process (uvicorn's factory for ``workers > 1``)."""
+    raw: dict[str, Any] = json.loads(os.environ[_CONFIG_ENV])
+    for name in ("atlas", "jwt_algorithms"):
+        raw[name] = tuple(raw[name])
+    config = ServerConfig(**raw).check()
+    return build_app(config, authenticator_from_config(config))
+
+
+def serve(config: ServerConfig, *, access_log: bool = False) -> None:
+    """Serve until interrupted (SIGINT/SIGTERM: in-flight requests finish, the trace is flushed)."""
+    import uvicorn
+
+    config.check()
+    common: dict[str, Any] = {
+        "host": config.host,
+        "port": config.port,
+        "log_level": config.log_level,
+        "access_log": access_log,
+        "loop": "uvloop",
+        "http": "httptools",
+        "ws": "websockets-sansio",
+        "lifespan": "on",
+        "timeout_graceful_shutdown": 30,
+    }
+    if config.workers == 1:
+        uvicorn.run(build_app(config, authenticator_from_config(config)), **common)
+        return
+    # Fail here, once, on a bad Atlas or storage, rather than in every worker after the fork.
+    build_runtime(config).close()
+    os.environ[_CONFIG_ENV] = _config_json(config)
+    uvicorn.run("cra.server.serve:worker_app", factory=True, workers=config.workers, **common)
