@@ -33,10 +33,10 @@ bench: $(STAMP)
 example: $(STAMP)
 	test -d example-atlas || $(BIN)/cra init example-atlas
 
-# `cra serve` arrives with the server issue; until then this validates the example and resolves against it.
+# Serves the example Atlas on http://127.0.0.1:8420 with SQLite storage in ./cra.db (Ctrl-C stops it).
 serve: example
 	$(BIN)/cra validate example-atlas
-	$(BIN)/cra resolve --atlas example-atlas --agent support-bot --goal "Answer ticket T-1001"
+	$(BIN)/cra serve --atlas example-atlas --storage sqlite:///cra.db
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis example-atlas
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis example-atlas cra.db cra.db-wal cra.db-shm
