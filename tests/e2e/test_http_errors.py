@@ -250,3 +250,19 @@ def test_health_reports_storage_and_buffer(server: Server) -> None:
     assert body["checks"]["storage"]["status"] == "ok"
     assert {"buffered", "pressure"} <= set(body["checks"]["buffer"])
     assert body["uptime_seconds"] >= 0
+
+
+def test_metrics_count_requests_decisions_and_the_trace_buffer(server: Server) -> None:
+    sid = server.session()
+    rid = server.resolve(sid)["resolution_id"]
+    assert server.execute(sid, rid, "ticket.delete").status_code == 403
+    server.http.get("/v1/nowhere")
+    response = server.http.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert 'cra_http_requests_total{method="POST",route="/v1/resolve",status="200"} 1.0' in text
+    assert 'cra_decisions_total{operation="execute",outcome="denied"} 1.0' in text
+    assert 'cra_decisions_total{operation="resolve",outcome="requires_approval"} 1.0' in text
+    assert "cra_http_request_duration_seconds_bucket" in text
+    for name in ("buffered", "capacity", "pressure", "processed", "written", "dropped", "lag_ms"):
+        assert f"cra_trace_{name} " in text
