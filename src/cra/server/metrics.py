@@ -74,15 +74,27 @@ class ServerMetrics:
             registry=self.registry,
         )
         self.registry.register(_TraceCollector(trace_stats))
+        # labels() costs a few microseconds per call; the label sets are few, so keep their children.
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._decision_children: dict[tuple[str, str], Any] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one finished request and its latency."""
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route, method).observe(seconds)
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (self.requests.labels(route, method, str(status)), self.latency.labels(route, method))
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_decision(self, operation: str, outcome: str) -> None:
         """Count one decision (``resolve``/``allow``, ``execute``/``denied``, ...)."""
-        self.decisions.labels(operation, outcome).inc()
+        key = (operation, outcome)
+        child = self._decision_children.get(key)
+        if child is None:
+            child = self._decision_children[key] = self.decisions.labels(operation, outcome)
+        child.inc()
 
     def render(self) -> bytes:
         """The registry in Prometheus text format."""
