@@ -33,6 +33,7 @@ from .errors import (
     ValidationError,
 )
 from .execution import ExecuteResponse
+from .replay import ReconstructedState, ReplayReport, reconstruct_state, replay
 from .resolution import AllowedAction, ContextBlock, DeniedAction, Resolution
 from .runtime import Handler, Runtime
 from .session import Approval, Session
@@ -72,6 +73,10 @@ __all__ = [
     "PolicyError",
     "RateLimitError",
     "read_jsonl",
+    "reconstruct_state",
+    "ReconstructedState",
+    "replay",
+    "ReplayReport",
     "Resolution",
     "Runtime",
     "SequentialIds",

@@ -65,7 +65,11 @@ class Client:
             headers["X-API-Key"] = api_key
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self.http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
+        # Loading the CA bundle costs ~0.1 s; plain http:// never uses it (loopback, or behind a TLS proxy).
+        verify = base_url.startswith("https:")
+        self.http = httpx.Client(
+            base_url=base_url, headers=headers, timeout=timeout, transport=transport, verify=verify
+        )
         self._clock = SystemClock()
 
     # --- plumbing -------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from typing import Annotated
 import typer
 
 from .._version import __version__
-from . import bench, conformance, init, keys, resolve, serve, trace, validate
+from . import approvals, bench, conformance, execute, init, keys, replay, resolve, serve, trace, validate
+from .trace_export import export_command
 
 __all__ = ["app", "main"]
 
@@ -48,13 +49,14 @@ def _root(
 ) -> None:
     """CRA: a governance runtime for AI agents.
 
-    Validate Atlases, resolve what an agent may do, verify TRACE audit logs and run the conformance suite.
-    Exit codes: 0 ok, 1 a failure was found, 2 usage error.
+    Validate Atlases, resolve what an agent may do, serve the HTTP API, verify and replay TRACE audit logs,
+    and run the conformance suite. Exit codes: 0 ok, 1 a failure was found, 2 usage error.
 
     \b
     Example:
       cra init support-atlas
       cra resolve --atlas support-atlas --agent support-bot --goal "Answer ticket T-1001"
+      cra serve --atlas support-atlas
     """
 
 
@@ -65,7 +67,12 @@ app.add_typer(trace.app, name="trace")
 app.command("conformance")(conformance.conformance_command)
 app.command("bench")(bench.bench_command)
 app.command("serve")(serve.serve_command)
+app.command("execute")(execute.execute_command)
+app.add_typer(approvals.app, name="approvals")
+trace.app.command("export")(export_command)
 app.add_typer(keys.app, name="keys")
+app.command("replay")(replay.replay_command)
+app.command("diff")(replay.diff_command)
 
 
 def main() -> None:

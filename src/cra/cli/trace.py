@@ -1,4 +1,4 @@
-"""``cra trace ...``: work with TRACE audit logs (``verify`` now; ``tail`` and ``export`` come later)."""
+"""``cra trace ...``: work with TRACE audit logs (``verify`` here; ``tail`` and ``export`` in their own modules)."""
 
 from __future__ import annotations
 
