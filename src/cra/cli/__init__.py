@@ -14,6 +14,7 @@ import typer
 from .._version import __version__
 from . import approvals, bench, conformance, execute, init, keys, replay, resolve, serve, trace, validate
 from .trace_export import export_command
+from .trace_tail import tail_command
 
 __all__ = ["app", "main"]
 
@@ -70,6 +71,7 @@ app.command("serve")(serve.serve_command)
 app.command("execute")(execute.execute_command)
 app.add_typer(approvals.app, name="approvals")
 trace.app.command("export")(export_command)
+trace.app.command("tail")(tail_command)
 app.add_typer(keys.app, name="keys")
 app.command("replay")(replay.replay_command)
 app.command("diff")(replay.diff_command)
