@@ -247,9 +247,7 @@ class _Case:
         execution = self.executions.get(step["execution"])
         if execution is None:
             raise CaseFailure(f"no execution named {step['execution']!r}")
-        return self.api.complete(
-            execution.execution_id, result=step.get("result"), error=step.get("error")
-        )
+        return self.api.complete(execution.execution_id, result=step.get("result"), error=step.get("error"))
 
     def approve(self, step: Mapping[str, Any]) -> Any:
         resolution = self.resolutions.get(step["resolution"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -72,6 +72,15 @@ class ServerMetrics:
             "cra_http_rate_limited",
             "Requests refused by the per-credential rate limit",
             registry=self.registry,
+        )
+        self.streams_open = Gauge(
+            "cra_ws_streams_open", "Trace streams (WebSocket) open now", registry=self.registry
+        )
+        self.stream_events = Counter(
+            "cra_ws_events_sent", "Trace events sent over WebSocket streams", registry=self.registry
+        )
+        self.streams_closed = Counter(
+            "cra_ws_streams_closed", "Trace streams ended, by close code", ("code",), registry=self.registry
         )
         self.registry.register(_TraceCollector(trace_stats))
         # labels() costs a few microseconds per call; the label sets are few, so keep their children.

@@ -239,8 +239,27 @@ async def trace_stream(websocket: WebSocket) -> None:
     can carry a close code and reason (a WebSocket handshake rejected before ``accept`` reaches the client as
     a bare HTTP 403).
     """
-    connection = _Connection(websocket.app.state.api, websocket)
+    api = websocket.app.state.api
+    connection = _Connection(api, websocket)
     await websocket.accept()
+    api.metrics.streams_open.inc()
+    try:
+        outcome = await _serve_connection(websocket, connection)
+    finally:
+        api.metrics.streams_open.dec()
+        api.metrics.stream_events.inc(connection.sent)
+    api.metrics.streams_closed.labels("client_left" if outcome is None else str(outcome[0])).inc()
+    if outcome is None:
+        logger.debug("trace stream: the client left after %d events", connection.sent)
+        return
+    code, reason = outcome
+    logger.debug("trace stream: closing %d (%s) after %d events", code, reason, connection.sent)
+    # The client may leave while we close: then there is nobody left to tell.
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+        await websocket.close(code, _reason(reason))
+
+
+async def _serve_connection(websocket: WebSocket, connection: _Connection) -> tuple[int, str] | None:
     outcome: tuple[int, str] | None = None
     async with anyio.create_task_group() as group:
 
@@ -256,11 +275,4 @@ async def trace_stream(websocket: WebSocket) -> None:
         group.start_soon(watch_client)
         outcome = await connection.serve()
         group.cancel_scope.cancel()
-    if outcome is None:
-        logger.debug("trace stream: the client left after %d events", connection.sent)
-        return
-    code, reason = outcome
-    logger.debug("trace stream: closing %d (%s) after %d events", code, reason, connection.sent)
-    # The client may leave while we close: then there is nobody left to tell.
-    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
-        await websocket.close(code, _reason(reason))
+    return outcome
