@@ -23,7 +23,7 @@ from starlette.datastructures import Headers
 
 from cra.clock import ManualClock
 from cra.errors import ForbiddenError, UnauthorizedError
-from cra.server import auth
+from cra.server import _api_keys
 from cra.server.auth import (
     ANONYMOUS_ADMIN,
     ApiKeyStore,
@@ -295,13 +295,13 @@ def test_an_unchanged_file_is_not_read_again(
 ) -> None:
     plaintext, _ = store.create("agent", agent_id="a")
     reads: list[Path] = []
-    real_read = auth._read_key_file
+    real_read = _api_keys._read_key_file
 
     def counting_read(path: Path) -> Any:
         reads.append(path)
         return real_read(path)
 
-    monkeypatch.setattr(auth, "_read_key_file", counting_read)
+    monkeypatch.setattr(_api_keys, "_read_key_file", counting_read)
     for _ in range(5):
         monotonic.advance(1.0)
         assert store.lookup(plaintext) is not None
