@@ -1,11 +1,11 @@
 """The OpenAPI document at ``/openapi.json``: valid OpenAPI 3.1, exactly the server's routes, and a
 schemathesis run against the in-process app that finds nothing.
 
-The run uses every default check. Three of them are wrapped, each to let through precisely described
-responses and nothing else (``SEMANTIC_REFUSALS``: 400s no schema can foresee; ``KNOWN_SERVER_BUGS``); each
-known server bug also has a strict-xfail test that reproduces it, so its fix shows up as an XPASS to clean
-up. Fuzzing rarely gets past made-up ids, so the happy paths are walked too and every real response is
-checked against the document.
+The run uses every default check; ``positive_data_acceptance`` is wrapped to let through precisely the 400s
+no schema can foresee (``SEMANTIC_REFUSALS``) and nothing else. The three server bugs an earlier run found
+(an incomplete ``Allow`` header, integral-float sequences refused, non-text Atlas files accepted) are fixed
+and each has a test below. Fuzzing rarely gets past made-up ids, so the happy paths are walked too and every
+real response is checked against the document.
 """
 
 from __future__ import annotations
@@ -23,14 +23,11 @@ import hypothesis
 import jsonschema_rs
 import pytest
 import schemathesis
-from schemathesis.core.failures import AcceptedNegativeData
 from schemathesis.core.transport import Response
 from schemathesis.generation.case import Case
-from schemathesis.openapi.checks import AllowHeaderMismatch, RejectedPositiveData
+from schemathesis.openapi.checks import RejectedPositiveData
 from schemathesis.python.asgi import shutdown_lifespans
 from schemathesis.specs.openapi.checks import (
-    allow_header_conformance,
-    negative_data_rejection,
     positive_data_acceptance,
 )
 from starlette.applications import Starlette
@@ -224,18 +221,6 @@ SEMANTIC_REFUSALS: dict[str, Callable[[dict[str, Any]], bool]] = {
     ),
 }
 
-# Server bugs this run finds, each reported to the route's owner and reproduced by a strict-xfail test at the
-# end of this module. Only the exact symptom is let through; anything else a check finds still fails the run.
-KNOWN_SERVER_BUGS = {
-    "allow-header": "app.py mounts one Starlette Route per (path, method group), so a 405 names only the first "
-    "route's methods: OPTIONS /v1/sessions answers `Allow: POST` although GET is served too",
-    "integral-float-sequence": "TraceEvent.from_dict refuses an inline event whose sequence is written 7.0, "
-    "which the TRACE event schema's `integer` admits (JSON Schema counts 7.0 as an integer): POST /v1/diff "
-    "and /v1/replay answer 400 INVALID_REQUEST to schema-valid events",
-    "non-text-file": "loading an Atlas ignores a `files` entry its manifest does not name, whatever its value: "
-    'POST /v1/atlases with `"files": {"unused.md": {}}` answers 201 although `files` maps paths to text',
-}
-
 
 def _error_of(response: Response) -> dict[str, Any]:
     """The SPEC 5 ``error`` object of a response, or {}."""
@@ -251,80 +236,16 @@ def _body(case: AnyCase) -> dict[str, Any]:
     return case.body if isinstance(case.body, dict) else {}
 
 
-def _is_integral_float_sequence_bug(case: AnyCase, error: dict[str, Any]) -> bool:
-    """KNOWN_SERVER_BUGS["integral-float-sequence"]: exactly that refusal, of a body that has such an event."""
-    if (
-        case.operation.label not in ("POST /v1/diff", "POST /v1/replay")
-        or error.get("code") != "INVALID_REQUEST"
-    ):
-        return False
-    if not str(error.get("message", "")).endswith(
-        "trace event field 'sequence' must be a non-negative integer"
-    ):
-        return False
-    events = [e for v in _body(case).values() if isinstance(v, list) for e in v if isinstance(e, dict)]
-    return any(isinstance(e.get("sequence"), float) and float(e["sequence"]).is_integer() for e in events)
-
-
-def _has_unnamed_non_text_file(case: AnyCase) -> bool:
-    """KNOWN_SERVER_BUGS["non-text-file"]: a load-Atlas body with a non-text `files` entry no pack names."""
-    files, manifest = _body(case).get("files"), _body(case).get("manifest")
-    if (
-        case.operation.label != "POST /v1/atlases"
-        or not isinstance(files, dict)
-        or not isinstance(manifest, dict)
-    ):
-        return False
-    packs = manifest.get("context_packs")
-    named = (
-        {f for p in packs if isinstance(p, dict) for f in p.get("files", [])}
-        if isinstance(packs, list)
-        else set()
-    )
-    return any(not isinstance(text, str) and path not in named for path, text in files.items())
-
-
-def _paths_with_several_routes() -> set[str]:
-    counts: dict[str, int] = {}
-    for path, _methods, _fn, _access in ROUTES:
-        counts[path] = counts.get(path, 0) + 1
-    return {path for path, count in counts.items() if count > 1}
-
-
 def positive_data_acceptance_with_semantic_refusals(
     ctx: Any, response: Response, case: AnyCase
 ) -> bool | None:
-    """schemathesis's ``positive_data_acceptance``, letting through only SEMANTIC_REFUSALS and
-    KNOWN_SERVER_BUGS["integral-float-sequence"]."""
+    """schemathesis's ``positive_data_acceptance``, letting through only SEMANTIC_REFUSALS."""
     try:
         return positive_data_acceptance(ctx, response, case)
     except RejectedPositiveData:
         error = _error_of(response)
         accepted = SEMANTIC_REFUSALS.get(case.operation.label)
         if response.status_code == 400 and accepted is not None and accepted(error):
-            return None
-        if response.status_code == 400 and _is_integral_float_sequence_bug(case, error):
-            return None
-        raise
-
-
-def negative_data_rejection_with_known_bug(ctx: Any, response: Response, case: AnyCase) -> bool | None:
-    """schemathesis's ``negative_data_rejection``, letting through only KNOWN_SERVER_BUGS["non-text-file"]."""
-    try:
-        return negative_data_rejection(ctx, response, case)
-    except AcceptedNegativeData:
-        if response.status_code == 201 and _has_unnamed_non_text_file(case):
-            return None
-        raise
-
-
-def allow_header_conformance_with_known_bug(ctx: Any, response: Response, case: AnyCase) -> bool | None:
-    """schemathesis's ``allow_header_conformance``, letting through only KNOWN_SERVER_BUGS["allow-header"]:
-    an ``Allow`` header that lists a strict subset of the documented methods on a path with several routes."""
-    try:
-        return allow_header_conformance(ctx, response, case)
-    except AllowHeaderMismatch as failure:
-        if case.path in _paths_with_several_routes() and not failure.undocumented_methods:
             return None
         raise
 
@@ -357,21 +278,17 @@ schema.app = APP
 def test_schemathesis_finds_nothing(
     case: AnyCase, app: Starlette, admin_key: tuple[str, ApiKeyStore]
 ) -> None:
-    # Every default check runs; three are swapped for the wrappers above, which differ only in what they let
-    # through. ignored_auth still probes each operation without and with a wrong key.
+    # Every default check runs; positive_data_acceptance is swapped for the wrapper above, which differs only
+    # in the semantic refusals it lets through. ignored_auth still probes each operation without and with a
+    # wrong key.
     case.call_and_validate(
         headers={"X-API-Key": admin_key[0]},
-        excluded_checks=[positive_data_acceptance, negative_data_rejection, allow_header_conformance],
-        additional_checks=[
-            positive_data_acceptance_with_semantic_refusals,
-            negative_data_rejection_with_known_bug,
-            allow_header_conformance_with_known_bug,
-        ],
+        excluded_checks=[positive_data_acceptance],
+        additional_checks=[positive_data_acceptance_with_semantic_refusals],
     )
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_SERVER_BUGS["allow-header"])
-def test_known_bug_allow_header_names_every_method_of_the_path(
+def test_allow_header_names_every_method_of_the_path(
     app: Starlette, admin_key: tuple[str, ApiKeyStore]
 ) -> None:
     response = _request(app, "OPTIONS", "/v1/sessions", headers={"X-API-Key": admin_key[0]})
@@ -379,8 +296,7 @@ def test_known_bug_allow_header_names_every_method_of_the_path(
     assert {m.strip() for m in response.headers["allow"].split(",")} >= {"GET", "POST"}
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_SERVER_BUGS["integral-float-sequence"])
-def test_known_bug_inline_event_with_integral_float_sequence(
+def test_inline_event_with_integral_float_sequence_is_accepted(
     app: Starlette, admin_key: tuple[str, ApiKeyStore]
 ) -> None:
     runtime: cra.Runtime = app.state.api.runtime
@@ -392,8 +308,7 @@ def test_known_bug_inline_event_with_integral_float_sequence(
     assert response.status_code == 200, response.text
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_SERVER_BUGS["non-text-file"])
-def test_known_bug_atlas_file_that_is_not_text(app: Starlette, admin_key: tuple[str, ApiKeyStore]) -> None:
+def test_atlas_file_that_is_not_text_is_refused(app: Starlette, admin_key: tuple[str, ApiKeyStore]) -> None:
     manifest = {
         "atlas_version": "1.0",
         "atlas_id": "org.example.not-text",

@@ -174,6 +174,23 @@ def _copy(value: Any) -> Any:
     return value
 
 
+def _file_map_problems(files: Any) -> list[Problem]:
+    """Every entry of an in-memory file map that is not ``path -> text`` (used by the manifest or not)."""
+    if files is None:
+        return []
+    if not isinstance(files, Mapping):
+        return [Problem("/files", "files must map paths to text", "files")]
+    return [
+        Problem(
+            f"/files/{str(path).replace('~', '~0').replace('/', '~1')}",
+            "a file's content must be text",
+            "files",
+        )
+        for path, text in files.items()
+        if not isinstance(path, str) or not isinstance(text, str)
+    ]
+
+
 def _digest(manifest: dict[str, Any], files: Mapping[str, str]) -> str:
     return hashlib.sha256(canonical_json({"manifest": manifest, "files": dict(files)})).hexdigest()
 
@@ -192,7 +209,11 @@ def validate_atlas(
 def _validate(
     source: AtlasSource, files: Mapping[str, str] | None, max_file_bytes: int
 ) -> tuple[AtlasReport, Atlas | None]:
+    bad_files = _file_map_problems(files)
+    if bad_files:  # a file map that is not path -> text could not be read consistently: refuse it whole
+        files = None
     manifest, file_source, sources, problems, origin = _prepare(source, files, max_file_bytes)
+    problems = bad_files + problems
     warnings: list[str] = []
     if manifest is not None:
         found, warnings = check_manifest(manifest, file_source.check, sources)

@@ -205,7 +205,7 @@ class _Case:
             request["context"] = step["context"]
         if "atlas_ids" in step:
             request["atlas_ids"] = step["atlas_ids"]
-        resolution = self.api.resolve_request(request)
+        resolution: Resolution = self.api.resolve_request(request)
         if "as" in step:
             self.resolutions[step["as"]] = resolution
         return resolution
@@ -223,7 +223,7 @@ class _Case:
         if "idempotency_key" in step:
             execution["idempotency_key"] = step["idempotency_key"]
         session = self.api.get_session(requester["session_id"])
-        response = self.api.execute_request(
+        response: ExecuteResponse = self.api.execute_request(
             {
                 "carp_version": "1.0",
                 "request_id": self.request_id(),
@@ -247,7 +247,10 @@ class _Case:
         execution = self.executions.get(step["execution"])
         if execution is None:
             raise CaseFailure(f"no execution named {step['execution']!r}")
-        return self.api.complete(execution.execution_id, result=step.get("result"), error=step.get("error"))
+        completed: ExecuteResponse = self.api.complete(
+            execution.execution_id, result=step.get("result"), error=step.get("error")
+        )
+        return completed
 
     def approve(self, step: Mapping[str, Any]) -> Any:
         resolution = self.resolutions.get(step["resolution"])

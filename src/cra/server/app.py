@@ -69,7 +69,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     # Unknown routes and methods come here as Starlette's HTTPException; give them SPEC 5 bodies too.
     if isinstance(exc, HTTPException):
         if exc.status_code == 405:
-            allow = (exc.headers or {}).get("Allow", "")
+            allow = _allowed_methods(request)
             return error_response(
                 MethodNotAllowedError(f"{request.method} is not allowed here; allowed: {allow}"),
                 {"Allow": allow},
@@ -81,6 +81,16 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         response.status_code = exc.status_code
         return response
     return error_response(exc)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method served at this path: Starlette names only the first matching route's, but ROUTES has one
+    route per method and path."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.path_regex.match(request.url.path) and route.methods:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 def _routes() -> list[BaseRoute]:

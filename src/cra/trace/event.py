@@ -245,6 +245,8 @@ class TraceEvent(_EventFields):
             if not isinstance(data[name], str):
                 raise ValueError(f"trace event field {name!r} must be a string")
         sequence = data["sequence"]
+        if isinstance(sequence, float) and sequence.is_integer():
+            sequence = int(sequence)  # JSON has one number type: 7.0 is the integer 7 (JSON Schema agrees)
         if isinstance(sequence, bool) or not isinstance(sequence, int) or sequence < 0:
             raise ValueError("trace event field 'sequence' must be a non-negative integer")
         parent = data.get("parent_span_id")

@@ -44,7 +44,8 @@ def _atlas(value: Any) -> Atlas | None:
         return None
     if not isinstance(value, dict):
         raise InvalidRequestError("atlas must be {manifest, files?} or a bare manifest")
-    manifest, files = (value["manifest"], value.get("files") or {}) if "manifest" in value else (value, {})
+    manifest, files = (value["manifest"], value.get("files")) if "manifest" in value else (value, {})
+    files = {} if files is None else files  # null means no files; false or a list is refused below
     if not isinstance(manifest, dict) or not isinstance(files, dict):
         raise InvalidRequestError("atlas manifest and files must be objects")
     return load_atlas(manifest, files=files)

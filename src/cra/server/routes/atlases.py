@@ -43,7 +43,8 @@ async def load_atlas(api: Api, request: Request, principal: Principal) -> Respon
     if "manifest" in body:
         if set(body) - {"manifest", "files"}:
             raise InvalidRequestError("the body is {manifest, files?} or a bare manifest")
-        manifest, files = body["manifest"], body.get("files") or {}
+        manifest, files = body["manifest"], body.get("files")
+        files = {} if files is None else files  # null means no files; false or a list is refused below
     else:
         manifest, files = body, {}
     if not isinstance(manifest, dict) or not isinstance(files, dict):
