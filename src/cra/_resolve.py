@@ -277,6 +277,9 @@ class ResolveOps(RuntimeBase):
         max_tokens: int | None,
     ) -> ResolutionPlan:
         """Evaluate every candidate and choose the context: the part of a resolution a cache can reuse."""
+        # The limiter's version is read before any usage: a change that lands while we evaluate (another
+        # thread or process) then makes this plan stale at once instead of being cached as if seen.
+        version_before = getattr(self.limiter, "version", None)
         atlases = state.atlases
         if atlas_ids is not None:
             own = {c.atlas.atlas_id for c in atlases}
@@ -377,7 +380,7 @@ class ResolveOps(RuntimeBase):
         limiter_version: int | None = None
         cacheable = True
         if consulted:
-            limiter_version = getattr(self.limiter, "version", None)
+            limiter_version = version_before
             next_change = getattr(self.limiter, "next_change", None)
             if limiter_version is None or next_change is None:
                 cacheable = False  # a limiter shared with other processes: its state can change unseen

@@ -198,3 +198,43 @@ def test_threads_and_processes_never_pass_a_shared_limit(db_url: str) -> None:
     limiter = SqliteLimiter(db_url)
     assert limiter.usage("shared", None, T0) == 10.0
     limiter.close()
+
+
+# --- change tracking (what the resolution cache relies on) ----------------------------------------------
+
+
+def test_version_moves_with_every_change_and_only_then(limiter: Limiter) -> None:
+    version = limiter.version  # type: ignore[attr-defined]
+    assert limiter.acquire([req("k", 1)], T0) == -1
+    after_acquire = limiter.version  # type: ignore[attr-defined]
+    assert after_acquire != version
+    assert limiter.acquire([req("k", 1)], T0) == 0  # refused: nothing changed
+    assert limiter.version == after_acquire  # type: ignore[attr-defined]
+    limiter.release([req("k", 1)], T0)
+    after_release = limiter.version  # type: ignore[attr-defined]
+    assert after_release != after_acquire
+    assert limiter.prune(T0) == 0
+    assert limiter.version == after_release  # type: ignore[attr-defined]
+    limiter.acquire([req("k", 1)], T0)
+    moved = limiter.version  # type: ignore[attr-defined]
+    assert limiter.prune(T0 + 11 * S) == 1
+    assert limiter.version != moved  # type: ignore[attr-defined]
+
+
+def test_next_change_is_when_the_oldest_entry_leaves(limiter: Limiter) -> None:
+    assert limiter.next_change("k", 10 * S) is None  # type: ignore[attr-defined]
+    limiter.acquire([req("k", 5)], T0)
+    limiter.acquire([req("k", 5)], T0 + 3 * S)
+    assert limiter.next_change("k", 10 * S) == T0 + 10 * S  # type: ignore[attr-defined]
+    assert limiter.next_change("k", None) is None  # type: ignore[attr-defined]
+
+
+def test_a_change_by_another_handle_on_the_file_moves_the_version(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/shared.db"
+    mine = SqliteLimiter(url)
+    seen = mine.version
+    # Another process on the same file (a second `cra serve` worker): its change must be visible here.
+    with ProcessPoolExecutor(1, mp_context=SPAWN) as pool:
+        assert pool.submit(workers.acquire_once, url, "k", T0).result() == -1
+    assert mine.version != seen
+    mine.close()

@@ -64,3 +64,12 @@ def acquire_many(url: str, key: str, limit: float, attempts: int) -> int:
         return granted
     finally:
         limiter.close()
+
+
+def acquire_once(url: str, key: str, now_us: int) -> int:
+    """One acquire of one unit of ``key`` (limit 10, 10 s window) from another process."""
+    limiter = SqliteLimiter(url)
+    try:
+        return limiter.acquire([LimitRequest(key, 10_000_000, 10, 1.0)], now_us)
+    finally:
+        limiter.close()

@@ -164,9 +164,26 @@ class GuardedLimiter:
 
     def __init__(self, inner: Limiter) -> None:
         self.inner = inner
+        # Whether the backend can tell when its state moved: the resolution cache needs both.
+        self._versioned = hasattr(inner, "version") and hasattr(inner, "next_change")
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)  # version, next_change, url, ... when the backend has them
+        return getattr(self.inner, name)  # url, snapshot, ... when the backend has them
+
+    @property
+    def version(self) -> int | None:
+        """The backend's change counter, or None when it has none (then nothing limited is cached)."""
+        if not self._versioned:
+            return None
+        version: int = self._call(getattr, self.inner, "version")
+        return version
+
+    def next_change(self, key: str, window_us: int | None) -> int | None:
+        """When the window's usage next drops on its own (None: never, or the backend cannot tell)."""
+        if not self._versioned:
+            return None
+        moment: int | None = self._call(self.inner.next_change, key, window_us)  # type: ignore[attr-defined]
+        return moment
 
     def _call(self, method: Callable[..., _T], *args: Any) -> _T:
         try:
