@@ -207,7 +207,7 @@ def test_storage_and_limiter_on_one_file_share_one_writer(
     assert first is second
     assert storage.database.path == limiter.database.path
     assert storage.database.schema_version("trace") == 1
-    assert limiter.database.schema_version("limiter") == 2
+    assert limiter.database.schema_version("limiter") == 1
     elsewhere = open_database(tmp_path / "other.db")
     with elsewhere.write() as third:
         assert third is not first

@@ -238,3 +238,17 @@ def test_a_change_by_another_handle_on_the_file_moves_the_version(tmp_path: Path
         assert pool.submit(workers.acquire_once, url, "k", T0).result() == -1
     assert mine.version != seen
     mine.close()
+
+
+def test_the_change_counter_loses_no_bump_across_processes(tmp_path: Path) -> None:
+    from cra.policy.limiter_sqlite import ChangeCounter
+
+    path = tmp_path / "x.db-limits"
+    counter = ChangeCounter(path)
+    with ProcessPoolExecutor(4, mp_context=SPAWN) as pool:
+        list(pool.map(workers.bump_counter, [str(path)] * 4, [500] * 4))
+    assert counter.read() == 2000  # every increment of every process, none lost to a race
+    counter.close()
+    counter.close()  # idempotent
+    with pytest.raises(ValueError, match="closed"):
+        counter.read()

@@ -305,5 +305,5 @@ def test_a_runtime_keeps_traces_and_limits_in_one_file(db_url: str, no_open_data
     storage = SqliteStorage(db_url)
     assert [e.to_json() for e in storage.read(session.session_id)] == written
     assert verify_chain(storage.read(session.session_id)).valid
-    assert storage.database.schema_version("limiter") == 2
+    assert storage.database.schema_version("limiter") == 1
     storage.close()

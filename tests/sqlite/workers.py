@@ -73,3 +73,18 @@ def acquire_once(url: str, key: str, now_us: int) -> int:
         return limiter.acquire([LimitRequest(key, 10_000_000, 10, 1.0)], now_us)
     finally:
         limiter.close()
+
+
+def bump_counter(path: str, times: int) -> int:
+    """Bump a limiter change counter ``times`` times from another process; returns the value it last saw."""
+    from pathlib import Path
+
+    from cra.policy.limiter_sqlite import ChangeCounter
+
+    counter = ChangeCounter(Path(path))
+    try:
+        for _ in range(times):
+            counter.bump()
+        return counter.read()
+    finally:
+        counter.close()
