@@ -28,6 +28,8 @@ def check_json_value(value: Any, where: str, *, max_depth: int = MAX_JSON_DEPTH)
 
     ``where`` is the JSON pointer of ``value`` in the request, used in the error's details.
     """
+    if _plainly_json(value, max_depth):
+        return  # the common case: no pointers built; the walk below runs only to name what is wrong
     # An explicit stack, not recursion: the point is to survive hostile depth.
     stack: list[tuple[Any, str, int]] = [(value, where, 0)]
     while stack:
@@ -75,6 +77,64 @@ def check_json_value(value: Any, where: str, *, max_depth: int = MAX_JSON_DEPTH)
                 f"{path or '/'}: {type(item).__name__} is not a JSON value",
                 details={"errors": [{"pointer": path, "message": "not a JSON value"}]},
             )
+
+
+def _plainly_json(value: Any, max_depth: int) -> bool:
+    """True when ``value`` is plain JSON within ``max_depth``: exact types only (a subclass of dict or str
+    goes to the full walk, which decides and names the problem)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        item, depth = pop()
+        kind = type(item)
+        if kind is dict:
+            if depth >= max_depth:
+                return False
+            for key, child in item.items():
+                if type(key) is not str or not (key.isascii() or _encodes(key)):
+                    return False
+                child_kind = type(child)
+                if child_kind is str:
+                    if not (child.isascii() or _encodes(child)):
+                        return False
+                elif child_kind is dict or child_kind is list:
+                    push((child, depth + 1))
+                elif not _plain_scalar(child, child_kind):
+                    return False
+        elif kind is list:
+            if depth >= max_depth:
+                return False
+            for child in item:
+                child_kind = type(child)
+                if child_kind is dict or child_kind is list:
+                    push((child, depth + 1))
+                elif child_kind is str:
+                    if not (child.isascii() or _encodes(child)):
+                        return False
+                elif not _plain_scalar(child, child_kind):
+                    return False
+        elif kind is str:
+            if not (item.isascii() or _encodes(item)):
+                return False
+        elif not _plain_scalar(item, kind):
+            return False
+    return True
+
+
+def _plain_scalar(value: Any, kind: type) -> bool:
+    if kind is int:
+        return bool(_MIN_INT <= value <= _MAX_INT)
+    if kind is float:
+        return math.isfinite(value)
+    return kind is bool or value is None
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_utf8(text: str, path: str) -> None:
