@@ -107,6 +107,30 @@ def _routes() -> list[BaseRoute]:
     return routes
 
 
+class CraApp(Starlette):
+    """Starlette, with a shortcut for routes without path parameters (``/v1/resolve``, ``/v1/execute``,
+    ...): an exact (method, path) lookup calls the endpoint directly, skipping the router's scan of every
+    pattern and the error middlewares, which the endpoint wrapper makes redundant (it answers every
+    exception itself). Everything else goes through Starlette as usual."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._direct: dict[tuple[str, str], Any] = {}
+        for route in self.routes:
+            if isinstance(route, Route) and not route.param_convertors and route.methods:
+                for method in route.methods:
+                    self._direct.setdefault((method, route.path), route.app)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            target = self._direct.get((scope["method"], scope["path"]))
+            if target is not None:
+                scope["app"] = self
+                await target(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     runtime: Runtime,
     config: ServerConfig | None = None,
@@ -165,7 +189,7 @@ def create_app(
         HTTPException: _http_error,
         Exception: _http_error,
     }
-    app = Starlette(routes=_routes(), exception_handlers=handlers, lifespan=lifespan)
+    app = CraApp(routes=_routes(), exception_handlers=handlers, lifespan=lifespan)
     app.state.api = api
     return app
 
