@@ -241,6 +241,7 @@ class ResolveOps(RuntimeBase):
             ttl,
             state.trace_id,
             cached,
+            plan.wire,
         )
         # Record first: if storage refuses, the runtime's state is left exactly as it was.
         self._tracer.emit(state.span(self._new_id()), [received, *plan.records, closing])

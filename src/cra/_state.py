@@ -112,6 +112,8 @@ class ResolutionPlan:
     valid_until_us: int
     limiter_version: int | None
     cacheable: bool
+    wire: dict[str, Any] = field(default_factory=dict)
+    """The JSON of the plan's allowed, denied and context lists, rendered once on first use (``to_json``)."""
 
     def valid(self, now_us: int, limiter: Any) -> bool:
         """Still the answer at ``now_us``: before its expiry moment and with the limiter unchanged."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from .clock import format_timestamp
 
@@ -114,6 +116,8 @@ class Resolution:
     ttl_seconds: int
     trace_id: str
     cached: bool = False
+    _wire: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    # The runtime's shared rendering of the lists, which are the same for every resolution of one plan.
 
     @property
     def timestamp(self) -> str:
@@ -169,7 +173,27 @@ class Resolution:
             trace_id=data["trace_id"],
         )
 
+    def to_json(self) -> bytes:
+        """The wire JSON (the same document as ``to_dict()``). Resolutions made from one cached plan share
+        the rendering of their allowed, denied and context lists, so only the per-call fields are encoded
+        each time (a resolution carrying its context documents is mostly those lists)."""
+        wire = self._wire
+        if wire is None:
+            return orjson.dumps(self.to_dict())
+        if not wire:  # first use of this plan: render once (a race renders twice, identically)
+            wire["allowed"] = orjson.Fragment(orjson.dumps([a.to_dict() for a in self.allowed_actions]))
+            wire["denied"] = orjson.Fragment(orjson.dumps([d.to_dict() for d in self.denied_actions]))
+            wire["blocks"] = orjson.Fragment(orjson.dumps([b.to_dict() for b in self.context_blocks]))
+        return orjson.dumps(self._document(wire["blocks"], wire["allowed"], wire["denied"]))
+
     def to_dict(self) -> dict[str, Any]:
+        return self._document(
+            [b.to_dict() for b in self.context_blocks],
+            [a.to_dict() for a in self.allowed_actions],
+            [d.to_dict() for d in self.denied_actions],
+        )
+
+    def _document(self, blocks: Any, allowed: Any, denied: Any) -> dict[str, Any]:
         return {
             "carp_version": "1.0",
             "resolution_id": self.resolution_id,
@@ -181,9 +205,9 @@ class Resolution:
                 "approval_id": self.approval_id,
                 "expires_at": self.expires_at,
             },
-            "context_blocks": [b.to_dict() for b in self.context_blocks],
-            "allowed_actions": [a.to_dict() for a in self.allowed_actions],
-            "denied_actions": [d.to_dict() for d in self.denied_actions],
+            "context_blocks": blocks,
+            "allowed_actions": allowed,
+            "denied_actions": denied,
             "constraints": [_copy(c) for c in self.constraints],
             "ttl_seconds": self.ttl_seconds,
             "trace_id": self.trace_id,

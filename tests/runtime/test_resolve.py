@@ -3,6 +3,7 @@ a resolve records (SPEC 4.2)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -646,3 +647,20 @@ def test_resolve_request_uses_the_request_id_and_task_of_the_carp_request(rt: cr
     received = payloads(rt, session.session_id, "carp.request.received")[0]
     assert (received["request_id"], received["goal"]) == (request["request_id"], "Delete order 9")
     assert resolution.decision_type == "requires_approval"
+
+
+def test_to_json_is_the_wire_document_for_fresh_and_cached_resolutions(tmp_path: Path) -> None:
+    import orjson
+
+    from cra.cli.init import copy_template
+
+    copy_template(tmp_path / "atlas")
+    runtime = cra.Runtime()
+    runtime.load_atlas(tmp_path / "atlas")
+    session = runtime.create_session("support-bot", "Answer ticket T-1001")
+    fresh = runtime.resolve(session.session_id)
+    cached = runtime.resolve(session.session_id)
+    assert runtime.get_trace(session.session_id)[-1].event_type == "carp.resolution.cached"
+    for resolution in (fresh, cached, fresh):  # the second render of a plan reuses the first
+        assert orjson.loads(resolution.to_json()) == resolution.to_dict()
+    assert orjson.loads(cached.to_json())["resolution_id"] == cached.resolution_id != fresh.resolution_id

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from ...errors import InvalidRequestError
 from .._endpoint import Api, read_json, read_object
 from ..auth import Principal
-from ..responses import json_response
+from ..responses import MEDIA_JSON, json_response
 
 __all__ = ["complete", "execute", "resolve", "validate"]
 
@@ -25,7 +25,7 @@ async def resolve(api: Api, request: Request, principal: Principal) -> Response:
     else:
         resolution = await api.call(api.runtime.resolve_request, body, agent_id=principal.agent_filter)
     api.metrics.observe_decision("resolve", resolution.decision_type)
-    return json_response(resolution.to_dict())
+    return Response(resolution.to_json(), media_type=MEDIA_JSON)
 
 
 async def execute(api: Api, request: Request, principal: Principal) -> Response:
