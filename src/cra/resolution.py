@@ -184,16 +184,18 @@ class Resolution:
             wire["allowed"] = orjson.Fragment(orjson.dumps([a.to_dict() for a in self.allowed_actions]))
             wire["denied"] = orjson.Fragment(orjson.dumps([d.to_dict() for d in self.denied_actions]))
             wire["blocks"] = orjson.Fragment(orjson.dumps([b.to_dict() for b in self.context_blocks]))
-        return orjson.dumps(self._document(wire["blocks"], wire["allowed"], wire["denied"]))
+        # The constraints go in as they are: orjson only reads them, so the defensive copy is not needed.
+        return orjson.dumps(self._document(wire["blocks"], wire["allowed"], wire["denied"], self.constraints))
 
     def to_dict(self) -> dict[str, Any]:
         return self._document(
             [b.to_dict() for b in self.context_blocks],
             [a.to_dict() for a in self.allowed_actions],
             [d.to_dict() for d in self.denied_actions],
+            [_copy(c) for c in self.constraints],
         )
 
-    def _document(self, blocks: Any, allowed: Any, denied: Any) -> dict[str, Any]:
+    def _document(self, blocks: Any, allowed: Any, denied: Any, constraints: Any) -> dict[str, Any]:
         return {
             "carp_version": "1.0",
             "resolution_id": self.resolution_id,
@@ -208,7 +210,7 @@ class Resolution:
             "context_blocks": blocks,
             "allowed_actions": allowed,
             "denied_actions": denied,
-            "constraints": [_copy(c) for c in self.constraints],
+            "constraints": constraints,
             "ttl_seconds": self.ttl_seconds,
             "trace_id": self.trace_id,
         }
