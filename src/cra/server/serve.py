@@ -80,6 +80,14 @@ def serve(config: ServerConfig, *, access_log: bool = False) -> None:
     if config.workers == 1:
         uvicorn.run(build_app(config, authenticator_from_config(config)), **common)
         return
+    # Traces and limits are shared through the storage file, but each worker keeps its own resolutions,
+    # approvals and pending completions in memory (shared state across processes is the PostgreSQL
+    # scale-out): say so at start rather than let a client discover it as a 404.
+    logger.warning(
+        "%d workers: each keeps its own resolutions and approvals in memory; a client should keep one "
+        "connection per session (HTTP keep-alive pins it to one worker). See docs/server.md, Workers.",
+        config.workers,
+    )
     # Fail here, once, on a bad Atlas or storage, rather than in every worker after the fork.
     build_runtime(config).close()
     os.environ[_CONFIG_ENV] = _config_json(config)
