@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
 import httpx
+import orjson
 
 from ._ids import uuid7_ids
 from ._requests import ValidationReport
@@ -30,20 +31,23 @@ from .session import Approval, Session
 from .trace.event import TraceEvent
 from .trace.verify import ChainVerification
 
-__all__ = ["DEFAULT_URL", "Client"]
+__all__ = ["DEFAULT_URL", "Client", "error_from_body"]
 
 DEFAULT_URL = "http://127.0.0.1:8420"
 
 
-def _raise_for(response: httpx.Response) -> None:
-    if response.status_code < 400:
-        return
+def error_from_body(status: int, body: bytes) -> CRAError:
+    """The ``CRAError`` a server answered with (its SPEC 5 body), or a generic one naming the status."""
     try:
-        body = response.json()["error"]
-        exc = error_class(str(body["code"]))(str(body["message"]), details=body.get("details"))
+        error = orjson.loads(body)["error"]
+        return error_class(str(error["code"]))(str(error["message"]), details=error.get("details"))
     except (ValueError, KeyError, TypeError):
-        exc = CRAError(f"HTTP {response.status_code} without a CRA error body")
-    raise exc
+        return CRAError(f"the server answered HTTP {status} without a CRA error body")
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code >= 400:
+        raise error_from_body(response.status_code, response.content)
 
 
 class Client:

@@ -39,7 +39,6 @@ from cra.errors import (
     SessionNotFoundError,
     UnauthorizedError,
     UnavailableError,
-    error_class,
 )
 
 from ._output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Output, fail, fail_cra
@@ -184,19 +183,12 @@ def _headers(api_key: str | None) -> dict[str, str]:
     return {"X-API-Key": api_key} if api_key else {}
 
 
-def _error_body(status: int, body: bytes) -> CRAError:
-    """The CRA error a server answered with (its SPEC 5 body), or a generic one naming the status."""
-    try:
-        error = json.loads(body)["error"]
-        return error_class(str(error["code"]))(str(error["message"]), details=error.get("details"))
-    except (ValueError, KeyError, TypeError):
-        return CRAError(f"the server answered HTTP {status} without a CRA error body")
-
-
 def http_events(url: str, session_id: str, since: int, api_key: str | None) -> Generator[Event, None, None]:
     """What a server has stored now for the session, after ``since`` (one NDJSON ``GET``)."""
     try:
         import httpx
+
+        from cra.client import error_from_body
     except ImportError:
         raise _missing_extra() from None
 
@@ -209,7 +201,7 @@ def http_events(url: str, session_id: str, since: int, api_key: str | None) -> G
             client.stream("GET", target, params={"since_sequence": since}) as response,
         ):
             if response.status_code != 200:
-                raise _error_body(response.status_code, response.read())
+                raise error_from_body(response.status_code, response.read())
             for line in response.iter_lines():
                 if line:
                     yield line, json.loads(line)
