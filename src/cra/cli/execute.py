@@ -19,12 +19,10 @@ from typing import Annotated, Any
 import typer
 
 import cra
-from cra.errors import InvalidAtlasError
 
 from ._output import EXIT_FAILURE, EXIT_OK, Output, fail, fail_cra, print_json
 from ._remote import DEFAULT_URL, ApiKeyOption, TokenOption, UrlOption, connect
-from .resolve import RiskTier
-from .validate import plural, print_problems
+from .resolve import RiskTier, load_atlases
 
 __all__ = ["action_verdict", "execute_command", "exit_code", "parse_params"]
 
@@ -190,25 +188,6 @@ def _hint(out: Output, response: cra.ExecuteResponse, *, remote: bool, agent: st
             out.line("note: on a server this call waits for a human to approve it (cra approvals approve)")
 
 
-def _load_atlases(runtime: cra.Runtime, paths: list[Path], out: Output, json_output: bool) -> None:
-    # The same reporting as `cra resolve`: an invalid Atlas lists its problems as `cra validate` does.
-    for path in paths:
-        try:
-            runtime.load_atlas(path)
-        except InvalidAtlasError as exc:
-            if json_output:
-                fail_cra(exc, json_mode=True)
-            details = exc.details or {}
-            problems = details.get("problems") or []
-            out.line(("invalid", "bold red"), f": {path} has {plural(len(problems), 'problem')}")
-            print_problems(out, problems, details.get("warnings") or [])
-            raise typer.Exit(EXIT_FAILURE) from None
-        except cra.CRAError as exc:
-            fail_cra(exc, json_mode=json_output)
-        except OSError as exc:
-            fail(f"cannot read {path}: {exc.strerror or exc}", code="UNREADABLE_ATLAS", json_mode=json_output)
-
-
 def _check_mode(
     ctx: typer.Context,
     *,
@@ -313,7 +292,7 @@ def _local(
     except (OSError, sqlite3.Error, cra.CRAError) as exc:  # unreadable, locked, not a database
         fail(f"cannot open storage {url}: {exc}", code="STORAGE_UNAVAILABLE", json_mode=json_output)
     with runtime:
-        _load_atlases(runtime, atlas, out, json_output)
+        load_atlases(runtime, atlas, out, json_output)
         try:
             session = runtime.create_session(agent, goal)
             resolution = runtime.resolve(

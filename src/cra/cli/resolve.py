@@ -14,7 +14,7 @@ from cra.errors import InvalidAtlasError
 from ._output import EXIT_FAILURE, Output, fail, fail_cra, print_json
 from .validate import plural, print_problems
 
-__all__ = ["RiskTier", "resolve_command"]
+__all__ = ["RiskTier", "load_atlases", "resolve_command"]
 
 _DECISION_STYLE = {
     "allow": "bold green",
@@ -115,6 +115,26 @@ def _show(out: Output, resolution: cra.Resolution) -> None:
     )
 
 
+def load_atlases(runtime: cra.Runtime, paths: list[Path], out: Output, json_output: bool) -> None:
+    """Load each Atlas or exit 1: an invalid one lists its problems as ``cra validate`` does (or the SPEC 5
+    body with ``--json``); an unreadable one is ``UNREADABLE_ATLAS``."""
+    for path in paths:
+        try:
+            runtime.load_atlas(path)
+        except InvalidAtlasError as exc:
+            if json_output:
+                fail_cra(exc, json_mode=True)
+            details = exc.details or {}
+            problems = details.get("problems") or []
+            out.line(("invalid", "bold red"), f": {path} has {plural(len(problems), 'problem')}")
+            print_problems(out, problems, details.get("warnings") or [])
+            raise typer.Exit(EXIT_FAILURE) from None
+        except cra.CRAError as exc:
+            fail_cra(exc, json_mode=json_output)
+        except OSError as exc:
+            fail(f"cannot read {path}: {exc.strerror or exc}", code="UNREADABLE_ATLAS", json_mode=json_output)
+
+
 def resolve_command(
     atlas: Annotated[
         list[Path],
@@ -167,25 +187,7 @@ def resolve_command(
     """
     out = Output()
     with cra.Runtime(clock=cra.SystemClock(), storage="memory://", import_executors=False) as runtime:
-        for path in atlas:
-            try:
-                runtime.load_atlas(path)
-            except InvalidAtlasError as exc:
-                if json_output:
-                    fail_cra(exc, json_mode=True)
-                details = exc.details or {}
-                problems = details.get("problems") or []
-                out.line(("invalid", "bold red"), f": {path} has {plural(len(problems), 'problem')}")
-                print_problems(out, problems, details.get("warnings") or [])
-                raise typer.Exit(EXIT_FAILURE) from None
-            except cra.CRAError as exc:
-                fail_cra(exc, json_mode=json_output)
-            except OSError as exc:
-                fail(
-                    f"cannot read {path}: {exc.strerror or exc}",
-                    code="UNREADABLE_ATLAS",
-                    json_mode=json_output,
-                )
+        load_atlases(runtime, atlas, out, json_output)
         try:
             session = runtime.create_session(agent, goal)
             resolution = runtime.resolve(
