@@ -27,7 +27,7 @@ from ._restore import rebuild_session
 from .atlas import Atlas
 from .clock import format_timestamp
 from .errors import AtlasNotFoundError
-from .policy.engine import CompiledAtlas, compile_atlas, evaluate
+from .policy.engine import CompiledAtlas, compile_atlas
 from .trace.event import TraceEvent
 
 __all__ = [
@@ -331,16 +331,8 @@ def _limits(events: Sequence[TraceEvent], atlases: Sequence[Atlas]) -> tuple[Rec
 
     rebuilt = rebuild_session(events, atlas_for, {}, _DEFAULT_TTL)
     found: dict[str, tuple[Any, list[tuple[int, float]]]] = {}
-    for resolution_id, action_id, at in rebuilt.authorised:
-        res = rebuilt.resolutions.get(resolution_id)
-        entry = res.allowed.get(action_id) if res is not None else None
-        if res is None or entry is None:
-            continue
-        ctx = res.context_at(at)
-        # The windows the runtime consumed: those the verdict at that instant bound (no limiter: counting
-        # what was taken, not checking it again).
-        for rule, weight, _used in evaluate(entry[0], ctx, None).limits:
-            found.setdefault(rule.key(ctx), (rule, []))[1].append((at, weight))
+    for rule, key, weight, at in rebuilt.consumed_windows():
+        found.setdefault(key, (rule, []))[1].append((at, weight))
     return tuple(
         ReconstructedLimit(
             key,

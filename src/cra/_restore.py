@@ -10,7 +10,7 @@ responses come from the state store, since results are never written to the trac
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,7 @@ from ._state import ApprovalState, IdempotencyRecord, PendingExecution, Resoluti
 from .clock import parse_timestamp
 from .execution import ExecuteResponse
 from .policy.conditions import RISK_RANK
-from .policy.engine import ActionPlan, CompiledAtlas, Verdict
+from .policy.engine import ActionPlan, CompiledAtlas, LimitRule, Verdict, evaluate
 from .resolution import AllowedAction, DeniedAction, Resolution
 from .trace.event import TraceEvent
 
@@ -39,6 +39,19 @@ class RebuiltSession:
     authorised: list[tuple[str, str, int]] = field(
         default_factory=list
     )  # (resolution, action, time) in order
+
+    def consumed_windows(self) -> Iterator[tuple[LimitRule, str, float, int]]:
+        """``(rule, window key, weight, time)`` of every limit window the session's authorised executions
+        took, in order: what the verdict bound at that instant (recomputed without a limiter: this counts
+        what was taken, it does not check it again)."""
+        for resolution_id, action_id, at in self.authorised:
+            res = self.resolutions.get(resolution_id)
+            entry = res.allowed.get(action_id) if res is not None else None
+            if res is None or entry is None:
+                continue
+            ctx = res.context_at(at)
+            for rule, weight, _used in evaluate(entry[0], ctx, None).limits:
+                yield rule, rule.key(ctx), weight, at
 
 
 def rebuild_session(

@@ -27,7 +27,7 @@ from .errors import (
     SessionEndedError,
     SessionNotFoundError,
 )
-from .policy.engine import CompiledAtlas, compile_atlas, evaluate
+from .policy.engine import CompiledAtlas, compile_atlas
 from .policy.limiter import GuardedLimiter, Limiter, LimitRequest, open_limiter
 from .trace.canonical import canonical_json
 from .trace.processor import DeferredTracer
@@ -225,20 +225,9 @@ class RuntimeBase:
         """An in-memory limiter forgets with the process that held it: take the session-scope windows of the
         session's authorised executions again, at their recorded times, so its limits still hold. (Agent and
         global windows span sessions; they persist only with a shared limiter such as SQLite's.)"""
-        for resolution_id, action_id, at in rebuilt.authorised:
-            res = rebuilt.resolutions.get(resolution_id)
-            entry = res.allowed.get(action_id) if res is not None else None
-            if res is None or entry is None:
-                continue
-            ctx = res.context_at(at)
-            verdict = evaluate(entry[0], ctx, None)
-            taken = [
-                LimitRequest(rule.key(ctx), rule.window_us, float("inf"), weight)
-                for rule, weight, _used in verdict.limits
-                if rule.scope == "session"
-            ]
-            if taken:
-                self.limiter.acquire(taken, at)
+        for rule, key, weight, at in rebuilt.consumed_windows():
+            if rule.scope == "session":
+                self.limiter.acquire([LimitRequest(key, rule.window_us, float("inf"), weight)], at)
 
     def _restore_owner_of(self, some_id: str) -> None:
         """Restore the session an approval or execution id from before a restart belongs to, if any."""
