@@ -7,14 +7,11 @@ helpers here (``live_server``, ``RemoteRun``) are shared with the approvals and 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -24,28 +21,12 @@ from typer.testing import CliRunner, Result
 import cra
 from cra.cli import approvals, execute
 from cra.server.app import create_app
+from e2e.atlas import APPROVAL_ATLAS
+from e2e.live import free_port, running
 
 from .conftest import PLAIN_ENV, TERMINAL_ENV
 
-
-def _e2e_module(name: str) -> ModuleType:
-    """``tests/e2e/<name>.py`` loaded by path: tests/ is not a package, so ``tests.e2e`` cannot be imported
-    from here, and the e2e helpers should not be copied."""
-    path = Path(__file__).resolve().parents[1] / "e2e" / f"{name}.py"
-    module_name = f"_cra_cli_tests_e2e_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-APPROVAL_ATLAS: dict[str, Any] = _e2e_module("atlas").APPROVAL_ATLAS
 """ticket.read allowed, ticket.reply rate-limited 2/h, ticket.close needs approval, ticket.delete denied."""
-running: Callable[..., Any] = _e2e_module("live").running
 EXAMPLE_ATLAS = Path(cra.__file__).parent / "cli" / "example_atlas"
 AGENT = "agent-1"
 PARAMS = '{"id": "T-1"}'
@@ -256,7 +237,7 @@ def test_terminal_output_is_coloured(server: Live, run: Run) -> None:
 
 
 def unused_port_url() -> str:
-    port: int = _e2e_module("live").free_port()
+    port: int = free_port()
     return f"http://127.0.0.1:{port}"
 
 
