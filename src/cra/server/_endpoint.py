@@ -32,7 +32,7 @@ from .metrics import ServerMetrics
 from .ratelimit import RequestRateLimiter
 from .responses import error_response
 
-__all__ = ["Api", "Endpoint", "endpoint", "read_json"]
+__all__ = ["Api", "Endpoint", "endpoint", "read_json", "read_object", "require_own_agent"]
 
 T = TypeVar("T")
 
@@ -117,7 +117,7 @@ def endpoint(
     async def handle(request: Request) -> Response:
         api: Api = request.app.state.api
         started = time.perf_counter()
-        retry_after: dict[str, str] | None = None
+        headers: dict[str, str] | None = None  # WWW-Authenticate on 401, Retry-After on 429
         try:
             principal = api.auth.authenticate(request.headers) if not public else None
             if principal is not None:
@@ -128,13 +128,13 @@ def endpoint(
         except CRAError as exc:
             if isinstance(exc, UnauthorizedError):
                 api.metrics.auth_failures.inc()
-                retry_after = {"WWW-Authenticate": 'Bearer realm="cra", X-API-Key'}
+                headers = {"WWW-Authenticate": 'Bearer realm="cra", X-API-Key'}
             elif isinstance(exc, RateLimitedError) and exc.details and "retry_after_seconds" in exc.details:
                 api.metrics.rate_limited.inc()
-                retry_after = {"Retry-After": str(exc.details["retry_after_seconds"])}
+                headers = {"Retry-After": str(exc.details["retry_after_seconds"])}
             elif isinstance(exc, StorageUnavailableError):
                 api.metrics.storage_errors.inc()
-            response = error_response(exc, retry_after)
+            response = error_response(exc, headers)
         except Exception as exc:  # every other failure is an internal error without a stack trace
             response = error_response(exc)
         api.metrics.observe_request(
@@ -145,11 +145,6 @@ def endpoint(
     handle.__name__ = getattr(fn, "__name__", "endpoint")
     handle.__doc__ = fn.__doc__
     return handle
-
-
-def agent_scope(principal: Principal) -> str | None:
-    """The agent id an agent-scoped caller is confined to (None for admins: they see everything)."""
-    return principal.agent_filter
 
 
 def require_own_agent(principal: Principal, agent_id: Any) -> None:
