@@ -133,3 +133,11 @@ def test_example_atlas_decisions_match_its_readme(atlas_dir: Path) -> None:
         res = runtime.resolve(risky.session_id, risk_tier="high")
         assert res.context_blocks[0].block_id == "escalation/context/escalation.md"
         assert all(a.requires_confirmation for a in res.allowed_actions)
+
+
+def test_json_names_the_atlas_and_every_file(cli: Invoke, tmp_path: Path) -> None:
+    result = cli("init", tmp_path / "atlas", "--json")
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    assert body["atlas_id"] == "com.example.support" and body["directory"] == str(tmp_path / "atlas")
+    assert "atlas.json" in body["files"] and all((tmp_path / "atlas" / f).is_file() for f in body["files"])

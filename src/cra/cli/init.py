@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from ._output import Output, fail
+from ._output import Output, fail, print_json
 
 __all__ = ["TEMPLATE", "copy_template", "init_command"]
 
@@ -48,6 +48,9 @@ def init_command(
             show_default=False,
         ),
     ],
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print {directory, atlas_id, version, files} as JSON.")
+    ] = False,
 ) -> None:
     """Write a working example Atlas into DIR.
 
@@ -71,9 +74,19 @@ def init_command(
     try:
         written = copy_template(directory)
     except OSError as exc:
-        fail(f"cannot write {directory}: {exc.strerror or exc}", code="WRITE_FAILED")
+        fail(f"cannot write {directory}: {exc.strerror or exc}", code="WRITE_FAILED", json_mode=json_output)
 
     manifest = json.loads((directory / "atlas.json").read_text(encoding="utf-8"))
+    if json_output:
+        print_json(
+            {
+                "directory": str(directory),
+                "atlas_id": manifest["atlas_id"],
+                "version": manifest["version"],
+                "files": written,
+            }
+        )
+        return
     out = Output()
     out.line(
         "Created example Atlas ",
