@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 import cra
 
 from .conftest import Invoke
@@ -135,3 +137,20 @@ def test_expect_head_catches_a_trace_cut_short(cli: Invoke, trace_file: Path) ->
     result = cli("trace", "verify", trace_file, "--expect-head", head)
     assert result.exit_code == 1
     assert "head_mismatch" in result.output
+
+
+def test_a_long_trace_shows_progress_on_a_terminal_and_gives_the_same_answer(
+    cli: Invoke, trace_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cra.cli import trace as trace_cli
+
+    monkeypatch.setattr(trace_cli, "PROGRESS_MIN_EVENTS", 2)
+    monkeypatch.setattr(trace_cli, "_PROGRESS_STEP", 1)
+    result = cli("trace", "verify", trace_file, terminal=True)
+    assert result.exit_code == 0, result.output
+    assert "valid" in result.output and "head_hash" in result.output
+    lines = trace_file.read_text(encoding="utf-8").splitlines(keepends=True)
+    del lines[3]  # the generic (progress) path must find the same break as the fast path
+    trace_file.write_text("".join(lines), encoding="utf-8")
+    broken = cli("trace", "verify", trace_file, terminal=True)
+    assert broken.exit_code == 1 and "chain_broken" in broken.output

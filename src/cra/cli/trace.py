@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +12,11 @@ import cra
 
 from ._output import EXIT_FAILURE, Output, fail, print_json
 
-__all__ = ["app", "verify_command"]
+__all__ = ["PROGRESS_MIN_EVENTS", "app", "verify_command"]
+
+PROGRESS_MIN_EVENTS = 50_000
+"""Traces with at least this many events show a progress bar while they are verified (on a terminal)."""
+_PROGRESS_STEP = 5_000
 
 app = typer.Typer(
     name="trace",
@@ -22,6 +27,26 @@ app = typer.Typer(
     ),
     no_args_is_help=True,
 )
+
+
+def _verify(
+    events: list[cra.TraceEvent], expect_head: str | None, *, show_progress: bool
+) -> cra.ChainVerification:
+    if not show_progress or len(events) < PROGRESS_MIN_EVENTS:
+        return cra.verify_chain(events, expected_head=expect_head)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn  # terminals only
+
+    columns = (TextColumn("verifying"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, transient=True) as progress:
+        task = progress.add_task("verify", total=len(events))
+
+        def counted() -> Iterator[cra.TraceEvent]:
+            for index, event in enumerate(events, 1):
+                if index % _PROGRESS_STEP == 0:
+                    progress.update(task, completed=index)
+                yield event
+
+        return cra.verify_chain(counted(), expected_head=expect_head)
 
 
 @app.command("verify")
@@ -71,7 +96,7 @@ def verify_command(
         fail(f"not a TRACE JSONL file: {exc}", code="UNREADABLE_TRACE", json_mode=json_output)
     if not events:
         fail(f"{file} holds no TRACE events", code="EMPTY_TRACE", json_mode=json_output)
-    result = cra.verify_chain(events, expected_head=expect_head)
+    result = _verify(events, expect_head, show_progress=not json_output and Output().rich)
     if json_output:
         print_json(result.to_dict())
     else:
