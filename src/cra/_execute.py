@@ -151,7 +151,10 @@ class ExecuteOps(RuntimeBase):
         execution whose handler the caller runs outside the lock."""
         res = state.resolutions.get(resolution_id)
         if res is None:
-            raise ResolutionNotFoundError(f"no resolution {resolution_id!r} in this session")
+            raise ResolutionNotFoundError(
+                f"no resolution {resolution_id!r} in this session (a session keeps its latest "
+                f"{self.max_resolutions_per_session} resolutions; make a new one)"
+            )
         now = self.clock.now_us()
         state.last_activity_us = now
         execution_id = self._new_id()

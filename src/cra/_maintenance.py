@@ -26,8 +26,6 @@ class MaintenanceOps(RuntimeBase):
           ``RESOLUTION_EXPIRED``, afterwards ``RESOLUTION_NOT_FOUND``);
         - forget ended sessions from memory ``resolution_retention_seconds`` after they ended (their trace
           stays in storage, and a later call rebuilds them from it);
-        - forget ended sessions from memory ``resolution_retention_seconds`` after they ended (their trace
-          stays in storage, and a later call rebuilds them from it);
         - drop limiter entries that have left their window.
         """
         self._open()
@@ -72,10 +70,7 @@ class MaintenanceOps(RuntimeBase):
                         continue
                     if any(p.resolution_id == resolution_id for p in state.pending.values()):
                         continue
-                    del state.resolutions[resolution_id]
-                    self._resolutions.pop(resolution_id, None)
-                    for approval in res.approvals:
-                        self._approvals.pop(approval.approval_id, None)
+                    self._drop_resolution(state, resolution_id)
                     report["resolutions_forgotten"] += 1
         for state in list(self._sessions.values()):
             with state.lock:

@@ -263,6 +263,7 @@ class ResolveOps(RuntimeBase):
         state.request_ids.add(request_id)
         state.last_activity_us = now
         state.resolutions[resolution_id] = res_state
+        self._evict_oldest_resolutions(state)
         self._resolutions[resolution_id] = res_state
         return resolution
 

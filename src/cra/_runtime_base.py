@@ -90,6 +90,7 @@ class RuntimeBase:
         session_idle_timeout_seconds: float | None = None,
         session_max_lifetime_seconds: float | None = None,
         resolution_retention_seconds: float = 3600,
+        max_resolutions_per_session: int = 10_000,
         resolution_cache: bool = True,
         trace_buffer: int = 65_536,
         trace_overflow: str = "block",
@@ -126,6 +127,11 @@ class RuntimeBase:
                 raise ValueError(f"{name} must be positive (or None for no limit)")
         if resolution_retention_seconds < 0:
             raise ValueError("resolution_retention_seconds must not be negative")
+        if max_resolutions_per_session < 1:
+            raise ValueError("max_resolutions_per_session must be at least 1")
+        # An agent resolving in a loop must not grow the runtime without bound (~2 KB a resolution for its
+        # TTL): beyond this many, a session's oldest resolutions are forgotten (their trace stays).
+        self.max_resolutions_per_session = max_resolutions_per_session
         self.session_idle_timeout_us = (
             None if session_idle_timeout_seconds is None else round(session_idle_timeout_seconds * 1_000_000)
         )
@@ -228,6 +234,22 @@ class RuntimeBase:
         for rule, key, weight, at in rebuilt.consumed_windows():
             if rule.scope == "session":
                 self.limiter.acquire([LimitRequest(key, rule.window_us, float("inf"), weight)], at)
+
+    def _drop_resolution(self, state: SessionState, resolution_id: str) -> None:
+        """Forget one resolution and its approvals (caller holds the session's lock); the trace keeps them."""
+        res = state.resolutions.pop(resolution_id)
+        self._resolutions.pop(resolution_id, None)
+        for approval in res.approvals:
+            self._approvals.pop(approval.approval_id, None)
+
+    def _evict_oldest_resolutions(self, state: SessionState) -> None:
+        """Keep at most ``max_resolutions_per_session`` (caller holds the lock); one awaiting an outcome stays."""
+        excess = len(state.resolutions) - self.max_resolutions_per_session
+        if excess <= 0:
+            return
+        awaited = {p.resolution_id for p in state.pending.values()}
+        for resolution_id in [r for r in state.resolutions if r not in awaited][:excess]:
+            self._drop_resolution(state, resolution_id)
 
     def _restore_owner_of(self, some_id: str) -> None:
         """Restore the session an approval or execution id from before a restart belongs to, if any."""

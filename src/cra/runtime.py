@@ -38,6 +38,7 @@ class Runtime(AtlasOps, SessionOps, ResolveOps, ExecuteOps, ApprovalOps, Mainten
     ``action.*`` events are stored. ``tracing="immediate"`` hashes and stores inside every call instead.
     Other options: ``trace_buffer`` (records), ``trace_overflow`` (``block`` | ``raise`` | ``drop``),
     ``session_idle_timeout_seconds``, ``session_max_lifetime_seconds``, ``resolution_retention_seconds``,
+    ``max_resolutions_per_session`` (10,000: older ones are forgotten, their trace stays),
     ``resolution_cache``. ``close()`` (or ``with Runtime() as rt:``) flushes; so does interpreter exit.
     """
 

@@ -664,3 +664,26 @@ def test_to_json_is_the_wire_document_for_fresh_and_cached_resolutions(tmp_path:
     for resolution in (fresh, cached, fresh):  # the second render of a plan reuses the first
         assert orjson.loads(resolution.to_json()) == resolution.to_dict()
     assert orjson.loads(cached.to_json())["resolution_id"] == cached.resolution_id != fresh.resolution_id
+
+
+def test_a_session_keeps_its_latest_resolutions_only() -> None:
+    runtime = new_runtime(max_resolutions_per_session=3)
+    runtime.load_atlas(simple_manifest("shop.order"))
+    session = runtime.create_session("agent-1", "loop")
+    made = [runtime.resolve(session.session_id) for _ in range(5)]
+    for old in made[:2]:
+        with pytest.raises(cra.NotFoundError, match="keeps its latest 3"):
+            runtime.execute(session.session_id, old.resolution_id, made[0].allowed_ids[0], {})
+    response = runtime.execute(session.session_id, made[-1].resolution_id, made[-1].allowed_ids[0], {})
+    assert response.ok
+    # Nothing is lost from the record: every resolution is in the trace.
+    closing = [
+        e for e in runtime.get_trace(session.session_id) if e.event_type.startswith("carp.resolution.")
+    ]
+    assert len(closing) == 5
+    assert runtime.verify(session.session_id).valid
+
+
+def test_max_resolutions_per_session_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_resolutions_per_session"):
+        cra.Runtime(max_resolutions_per_session=0)

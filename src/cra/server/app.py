@@ -207,6 +207,7 @@ def build_runtime(config: ServerConfig) -> Runtime:
         storage=config.storage,
         session_idle_timeout_seconds=config.session_idle_timeout_seconds,
         session_max_lifetime_seconds=config.session_max_lifetime_seconds,
+        max_resolutions_per_session=config.max_resolutions_per_session,
     )
     try:
         for source in config.atlas:

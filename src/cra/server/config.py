@@ -68,6 +68,8 @@ class ServerConfig:
     """Longest a request may take inside the runtime (handlers, durable writes) before 503."""
     session_idle_timeout_seconds: float | None = None
     session_max_lifetime_seconds: float | None = None
+    max_resolutions_per_session: int = 10_000
+    """Beyond this many, a session's oldest resolutions are forgotten (bounds memory; the trace keeps them)."""
     heartbeat_interval_seconds: float | None = None
     sweep_interval_seconds: float = 1.0
     log_level: str = "info"
@@ -90,6 +92,8 @@ class ServerConfig:
             raise ValueError("rate_limit_per_second must be >= 0 and rate_limit_burst >= 1")
         if self.ws_backlog < 1:
             raise ValueError("ws_backlog must be at least 1")
+        if self.max_resolutions_per_session < 1:
+            raise ValueError("max_resolutions_per_session must be at least 1")
         if not self.request_timeout_seconds > 0:
             raise ValueError("request_timeout_seconds must be positive")
         if not self.auth_configured and not is_loopback(self.host):
