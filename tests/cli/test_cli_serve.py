@@ -38,3 +38,9 @@ def test_a_bad_setting_names_its_source(cli: Invoke, tmp_path: Path) -> None:
     result = cli("serve", "--config", config, "--check")
     assert result.exit_code == 2
     assert "config file" in result.output and "port" in result.output
+
+
+def test_check_refuses_a_key_file_that_does_not_exist(cli: Invoke, atlas_dir: Path, tmp_path: Path) -> None:
+    result = cli("serve", "--atlas", atlas_dir, "--api-keys-file", tmp_path / "none.json", "--check")
+    assert result.exit_code == 2
+    assert "no key file" in result.output

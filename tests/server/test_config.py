@@ -69,3 +69,23 @@ def test_a_public_host_is_allowed_with_auth() -> None:
 def test_loopback_hosts(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
     assert ServerConfig(host=host, api_keys_file="k").check().host == host
+
+
+def test_a_variable_set_but_empty_is_refused() -> None:
+    with pytest.raises(ValueError, match="CRA_JWT_SECRET is set but empty"):
+        load_config({}, {"CRA_JWT_SECRET": ""})
+
+
+def test_the_server_checks_credentials_as_the_environment_reader_does(tmp_path: Path) -> None:
+    from cra.server.serve import authenticator_from_config
+
+    assert not authenticator_from_config(load_config()).enabled  # nothing configured: auth off (loopback)
+    with pytest.raises(ValueError, match="no key file"):
+        authenticator_from_config(load_config({"api_keys_file": str(tmp_path / "missing.json")}))
+    with pytest.raises(ValueError, match="required with"):
+        authenticator_from_config(load_config({}, {"CRA_JWT_PUBLIC_KEY_FILE": str(tmp_path / "k.pem")}))
+    with pytest.raises(ValueError, match="HS256"):
+        authenticator_from_config(load_config({}, {"CRA_JWT_SECRET": "short"}))
+    secret = "s" * 32
+    auth = authenticator_from_config(load_config({}, {"CRA_JWT_SECRET": secret, "CRA_JWT_AUDIENCE": "cra"}))
+    assert auth.enabled and auth.jwt is not None

@@ -78,14 +78,19 @@ def serve_command(
         fail(str(exc), code="BAD_CONFIG", exit_code=EXIT_USAGE)
     if check:
         from cra.server.app import build_runtime
+        from cra.server.serve import authenticator_from_config
 
         try:
+            auth = authenticator_from_config(config)
             runtime = build_runtime(config)
         except Exception as exc:
             fail(f"{type(exc).__name__}: {exc}", code="BAD_CONFIG", exit_code=EXIT_USAGE)
         names = ", ".join(f"{a.atlas_id} {a.version}" for a in runtime.atlases()) or "none"
         runtime.close()
-        typer.echo(f"ok: {config.host}:{config.port}, storage {config.storage}, atlases: {names}")
+        typer.echo(
+            f"ok: {config.host}:{config.port}, storage {config.storage}, atlases: {names}, "
+            f"auth: {'on' if auth.enabled else 'off (loopback only)'}"
+        )
         return
     from cra import CRAError
 

@@ -173,6 +173,8 @@ def load_config(
     for name in _FIELDS:
         env = _env_name(name)
         if env in environ:
+            if not environ[env].strip():  # `CRA_JWT_SECRET=` by mistake must not quietly turn a setting off
+                raise ValueError(f"environment {env} is set but empty; unset it or give a value")
             values[name] = _coerce(name, environ[env], f"environment {env}")
     for name, value in (args or {}).items():
         if name not in _FIELDS:

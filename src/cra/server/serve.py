@@ -15,7 +15,17 @@ from typing import Any
 from starlette.applications import Starlette
 
 from .app import build_app, build_runtime
-from .auth import ApiKeyStore, Authenticator, JwtVerifier
+from .auth import (
+    ENV_API_KEYS_FILE,
+    ENV_JWT_ALGORITHMS,
+    ENV_JWT_AUDIENCE,
+    ENV_JWT_ISSUER,
+    ENV_JWT_LEEWAY_SECONDS,
+    ENV_JWT_PUBLIC_KEY_FILE,
+    ENV_JWT_SECRET,
+    Authenticator,
+    authenticator_from_env,
+)
 from .config import ServerConfig
 
 __all__ = ["authenticator_from_config", "serve", "worker_app"]
@@ -26,25 +36,19 @@ logger = logging.getLogger("cra.server")
 
 
 def authenticator_from_config(config: ServerConfig) -> Authenticator:
-    """The credential sources the configuration names (none: auth off, which ``config.check`` allows on
-    loopback only). A key file that does not exist yet is an empty store until ``cra keys create`` writes
-    it; a file that cannot be parsed stops the start."""
-    keys = ApiKeyStore(config.api_keys_file) if config.api_keys_file else None
-    jwt = None
-    if config.jwt_secret or config.jwt_public_key_file:
-        public_key = None
-        if config.jwt_public_key_file:
-            with open(config.jwt_public_key_file, encoding="utf-8") as fh:
-                public_key = fh.read()
-        jwt = JwtVerifier(
-            secret=config.jwt_secret,
-            public_key=public_key,
-            algorithms=config.jwt_algorithms or (("HS256",) if config.jwt_secret else ()),
-            audience=config.jwt_audience,
-            issuer=config.jwt_issuer,
-            leeway_seconds=config.jwt_leeway_seconds,
-        )
-    return Authenticator(api_keys=keys, jwt=jwt)
+    """The credential sources the configuration names, checked exactly as ``authenticator_from_env`` checks
+    the ``CRA_*`` variables (a missing key file, an unknown algorithm, JWT options without a key, ... stop the
+    start). Nothing configured: auth off, which ``config.check`` allows on loopback only."""
+    settings = {
+        ENV_API_KEYS_FILE: config.api_keys_file,
+        ENV_JWT_SECRET: config.jwt_secret,
+        ENV_JWT_PUBLIC_KEY_FILE: config.jwt_public_key_file,
+        ENV_JWT_ALGORITHMS: ",".join(config.jwt_algorithms) or None,
+        ENV_JWT_AUDIENCE: config.jwt_audience,
+        ENV_JWT_ISSUER: config.jwt_issuer,
+        ENV_JWT_LEEWAY_SECONDS: str(config.jwt_leeway_seconds) if config.jwt_leeway_seconds else None,
+    }
+    return authenticator_from_env({name: value for name, value in settings.items() if value is not None})
 
 
 def _config_json(config: ServerConfig) -> str:
