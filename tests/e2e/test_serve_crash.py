@@ -101,7 +101,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def serving(tmp: Path, db: Path, atlas_dir: Path, name: str) -> Iterator[Served]:
+def serving(tmp: Path, db: Path, atlas_dir: Path, name: str, *extra: str) -> Iterator[Served]:
     """Run ``cra serve`` on a free loopback port until the block ends (the process is always reaped)."""
     # The free port is found by binding and releasing it, so another process may take it before the server
     # binds: a server that exits before answering is retried on a fresh port.
@@ -121,6 +121,7 @@ def serving(tmp: Path, db: Path, atlas_dir: Path, name: str) -> Iterator[Served]
             f"sqlite:///{db}",
             "--atlas",
             str(atlas_dir),
+            *extra,
         ]
         with log.open("wb") as out:
             process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=_server_env())

@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,6 @@ class ServerConfig:
     heartbeat_interval_seconds: float | None = None
     sweep_interval_seconds: float = 1.0
     log_level: str = "info"
-    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def auth_configured(self) -> bool:
@@ -114,7 +113,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-_FIELDS = {f.name: f for f in fields(ServerConfig) if f.name != "extra"}
+_FIELDS = {f.name: f for f in fields(ServerConfig)}
 _ENV_NAMES = {"atlas": "CRA_ATLAS_DIR"}  # the documented name; the rest follow the prefix rule
 
 

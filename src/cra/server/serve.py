@@ -52,7 +52,7 @@ def authenticator_from_config(config: ServerConfig) -> Authenticator:
 
 
 def _config_json(config: ServerConfig) -> str:
-    data = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "extra"}
+    data = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
     return json.dumps(data)
 
 
