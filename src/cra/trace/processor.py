@@ -74,8 +74,11 @@ class DeferredTracer:
         self.chunk_size = chunk_size
         self.overflow = overflow
         self.flush_interval = flush_interval
-        # The FIFO and its counters are guarded by _cond; the chain heads by _commit (the leader lock).
-        self._cond = threading.Condition(threading.Lock())
+        # The FIFO and its counters are guarded by _cond; the chain heads by _commit (the leader lock). The
+        # hot path (emit) takes the condition's lock directly: `with lock` is C code, `with condition` two
+        # Python calls (0.1 against 0.56 µs here).
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._queue: deque[_Item] = deque()  # unbounded deque, bounded by _buffered: never drops silently
         self._buffered = 0  # records in the queue
         self._next_ticket = 1
@@ -111,7 +114,7 @@ class DeferredTracer:
             raise StorageUnavailableError("the trace processor is closed")
         count = len(records)
         now = self._clock.now_us()
-        with self._cond:
+        with self._lock:
             # An empty buffer takes any batch (even one larger than the buffer): nothing is refused for size.
             if self._buffered and self._buffered + count > self.max_buffered:
                 if self.overflow == "drop" and not durable:
@@ -130,11 +133,11 @@ class DeferredTracer:
                 # block (or a durable emit under any policy): make room by committing one batch at a time
                 # inline, so no single caller pays for the whole queue.
                 while self._buffered + count > self.max_buffered and self._buffered:
-                    self._cond.release()
+                    self._lock.release()
                     try:
                         self._commit_one_batch()
                     finally:
-                        self._cond.acquire()
+                        self._lock.acquire()
             ticket = self._next_ticket
             self._next_ticket += 1
             if not self._queue:
@@ -318,7 +321,8 @@ class DeferredTracer:
 
     def _after_fork_in_child(self) -> None:
         # The thread is gone and the queue holds the parent's records (the parent writes them): start clean.
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._commit = threading.Lock()
         self._queue = deque()
         self._buffered = 0
