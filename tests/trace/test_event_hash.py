@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cra import TraceEvent, canonical_json, event_hash
 from cra.trace.event import GENESIS_HASH, TRACE_VERSION
@@ -414,3 +416,44 @@ def test_integers_beyond_64_bits_are_refused_at_the_api_edge(payload: dict[str, 
 
     with pytest.raises(InvalidRequestError):
         check_json_value(payload, "/context")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.text(min_size=1, max_size=12), min_size=4, max_size=4),
+    st.one_of(st.none(), st.text(max_size=12)),
+    st.integers(min_value=0, max_value=2**40),
+    st.lists(
+        st.tuples(
+            st.text(min_size=1, max_size=20),
+            # Within 64 bits, as the API edge admits (beyond, a JSON reader turns them into floats).
+            st.dictionaries(st.text(max_size=5), st.integers(min_value=-(2**63), max_value=2**63 - 1)),
+        ),
+        max_size=5,
+    ),
+)
+def test_chain_events_hashes_exactly_as_spec_4_3(
+    ids: list[str], parent: str | None, sequence: int, records: list[tuple[str, dict[str, int]]]
+) -> None:
+    # Parts are encoded one by one there and joined here: equal for any text, non-ASCII included.
+    from cra.trace.event import chain_events
+    from cra.trace.tracer import Record
+
+    counter = iter(f"event-{i}-é" for i in range(100))
+    trace_id, span_id, session_id, stamp = ids
+    chained = chain_events(
+        trace_id,
+        span_id,
+        parent,
+        session_id,
+        sequence,
+        stamp,
+        "0" * 64,
+        [Record(kind, payload) for kind, payload in records],
+        lambda: next(counter),
+    )
+    previous = "0" * 64
+    for offset, event in enumerate(chained):
+        assert event.sequence == sequence + offset and event.previous_event_hash == previous
+        assert event.event_hash == event.compute_hash() == event_hash(event.to_dict())
+        previous = event.event_hash

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, Protocol
 from ..clock import Clock, format_timestamp
 from ..errors import StorageUnavailableError
 from .canonical import canonical_json
-from .event import GENESIS_HASH, TraceEvent, make_event
+from .event import GENESIS_HASH, TraceEvent, chain_events
 from .storage import ChainConflictError, ChainHead, TraceStorage
 
 __all__ = ["Record", "Span", "TraceSink", "Tracer", "chain_records", "prepared"]
@@ -90,25 +90,17 @@ def chain_records(
 ) -> list[TraceEvent]:
     """Chain records onto a session's head: sequence numbers, event ids and hashes."""
     sequence, previous = (0, GENESIS_HASH) if head is None else (head[0] + 1, head[1])
-    events: list[TraceEvent] = []
-    for record in records:
-        event = make_event(
-            new_id(),
-            span.trace_id,
-            span.span_id,
-            span.parent_span_id,
-            span.session_id,
-            sequence,
-            timestamp,
-            record.event_type,
-            record.payload,
-            previous,
-            record.payload_json,
-        )
-        events.append(event)
-        previous = event.event_hash
-        sequence += 1
-    return events
+    return chain_events(
+        span.trace_id,
+        span.span_id,
+        span.parent_span_id,
+        span.session_id,
+        sequence,
+        timestamp,
+        previous,
+        records,
+        new_id,
+    )
 
 
 class Tracer:
