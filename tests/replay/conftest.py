@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import cra
-from cra.trace.event import GENESIS_HASH, make_event
+from cra.trace.event import GENESIS_HASH
 
 START = "2025-01-01T09:00:00Z"  # a Wednesday, inside office hours
 
@@ -82,17 +82,17 @@ def rechained(events: list[cra.TraceEvent]) -> list[cra.TraceEvent]:
     out: list[cra.TraceEvent] = []
     previous = GENESIS_HASH
     for sequence, event in enumerate(events):
-        made = make_event(
-            event.event_id,
-            event.trace_id,
-            event.span_id,
-            event.parent_span_id,
-            event.session_id,
-            sequence,
-            event.timestamp,
-            event.event_type,
-            dict(event.payload),
-            previous,
+        made = cra.TraceEvent(
+            event_id=event.event_id,
+            trace_id=event.trace_id,
+            span_id=event.span_id,
+            parent_span_id=event.parent_span_id,
+            session_id=event.session_id,
+            sequence=sequence,
+            timestamp=event.timestamp,
+            event_type=event.event_type,
+            payload=dict(event.payload),
+            previous_event_hash=previous,
         )
         out.append(made)
         previous = made.event_hash

@@ -17,7 +17,6 @@ __all__ = [
     "TraceEvent",
     "chain_events",
     "event_hash",
-    "make_event",
 ]
 
 TRACE_VERSION = "1.0"
@@ -308,57 +307,6 @@ def _rebuild(fields: tuple[Any, ...]) -> TraceEvent:
     return event
 
 
-def make_event(
-    event_id: str,
-    trace_id: str,
-    span_id: str,
-    parent_span_id: str | None,
-    session_id: str,
-    sequence: int,
-    timestamp: str,
-    event_type: str,
-    payload: Mapping[str, Any],
-    previous_event_hash: str,
-    payload_json: bytes | None = None,
-) -> TraceEvent:
-    """The chain's fast constructor: positional, hashes once, no keyword handling (``payload_json``, when
-    given, must be ``canonical_json(payload)``)."""
-    if payload_json is None:
-        payload_json = canonical_json(payload, trusted=True)  # records carry checked values only
-    event_hash = _hash_parts(
-        TRACE_VERSION,
-        event_id,
-        trace_id,
-        span_id,
-        parent_span_id,
-        session_id,
-        sequence,
-        timestamp,
-        event_type,
-        payload_json,
-        previous_event_hash,
-    )
-    event: TraceEvent = _new_event(
-        TraceEvent,
-        (
-            TRACE_VERSION,
-            event_id,
-            trace_id,
-            span_id,
-            parent_span_id,
-            session_id,
-            sequence,
-            timestamp,
-            event_type,
-            payload,
-            event_hash,
-            previous_event_hash,
-            payload_json,
-        ),
-    )
-    return event
-
-
 class ChainRecord(Protocol):
     """What ``chain_events`` reads of a record (``cra.trace.tracer.Record`` has it)."""
 
@@ -383,8 +331,8 @@ def chain_events(
     records: Iterable[ChainRecord],
     new_id: Callable[[], str],
 ) -> list[TraceEvent]:
-    """Chain records of one span written at one time: the same hash as ``make_event`` per event, with the
-    span's fields encoded once for the whole batch (UTF-8 of a concatenation is the concatenation of the
+    """Chain records of one span written at one time: the hash of SPEC 4.3 per event (as ``event_hash``), with
+    the span's fields encoded once for the whole batch (UTF-8 of a concatenation is the concatenation of the
     UTF-8 encodings, so hashing the parts in order is hashing the SPEC 4.3 string)."""
     middle = "".join((trace_id, span_id, parent_span_id or "", session_id)).encode()
     stamp = timestamp.encode()
