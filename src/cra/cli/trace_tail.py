@@ -42,15 +42,14 @@ from cra.errors import (
 )
 
 from ._output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Output, fail, fail_cra
+from ._remote import ApiKeyOption
 
-__all__ = ["DEFAULT_STORAGE", "ENV_API_KEY", "ENV_URL", "tail_command"]
+__all__ = ["DEFAULT_STORAGE", "ENV_URL", "tail_command"]
 
 DEFAULT_STORAGE = "sqlite:///cra.db"
 """What ``cra serve`` writes by default, in the working directory."""
 ENV_URL = "CRA_URL"
 """The server's base URL when ``--url`` is not given (and ``--storage`` is not either)."""
-ENV_API_KEY = "CRA_API_KEY"
-"""The API key when ``--api-key`` is not given (safer: a command line is visible to other users)."""
 
 POLL_INTERVAL_SECONDS = 0.2
 """How often ``-f`` on local storage looks for new events."""
@@ -361,8 +360,11 @@ def _source(
         url = os.environ.get(ENV_URL) or None  # an explicit --storage wins over the environment
     if url is not None:
         _base_url(url)  # a malformed URL is a usage error, found before anything is printed
-        key = api_key or os.environ.get(ENV_API_KEY) or None
-        return websocket_events(url, session, since, key) if follow else http_events(url, session, since, key)
+        return (
+            websocket_events(url, session, since, api_key)
+            if follow
+            else http_events(url, session, since, api_key)
+        )
     location = storage or DEFAULT_STORAGE
     _check_storage_url(location)
     return storage_events(location, session, since, follow=follow)
@@ -418,15 +420,7 @@ def tail_command(
             show_default=False,
         ),
     ] = None,
-    api_key: Annotated[
-        str | None,
-        typer.Option(
-            "--api-key",
-            metavar="KEY",
-            help=f"API key for --url, sent as X-API-Key; default ${ENV_API_KEY} (safer than the command line).",
-            show_default=False,
-        ),
-    ] = None,
+    api_key: ApiKeyOption = None,
     since: Annotated[
         int,
         typer.Option(
