@@ -14,6 +14,7 @@ from ...trace.event import TraceEvent
 from .._endpoint import Api, read_object
 from ..auth import Principal
 from ..responses import json_response
+from .atlases import manifest_and_files
 
 __all__ = ["diff", "replay"]
 
@@ -44,10 +45,7 @@ def _atlas(value: Any) -> Atlas | None:
         return None
     if not isinstance(value, dict):
         raise InvalidRequestError("atlas must be {manifest, files?} or a bare manifest")
-    manifest, files = (value["manifest"], value.get("files")) if "manifest" in value else (value, {})
-    files = {} if files is None else files  # null means no files; false or a list is refused below
-    if not isinstance(manifest, dict) or not isinstance(files, dict):
-        raise InvalidRequestError("atlas manifest and files must be objects")
+    manifest, files = manifest_and_files(value, "atlas manifest and files")
     return load_atlas(manifest, files=files)
 
 

@@ -13,7 +13,7 @@ from .._endpoint import Api, read_object
 from ..auth import Principal
 from ..responses import json_response
 
-__all__ = ["get_atlas", "list_atlases", "load_atlas", "unload_atlas"]
+__all__ = ["get_atlas", "list_atlases", "load_atlas", "manifest_and_files", "unload_atlas"]
 
 
 def atlas_body(atlas: Atlas, *, full: bool = False) -> dict[str, Any]:
@@ -24,6 +24,19 @@ def atlas_body(atlas: Atlas, *, full: bool = False) -> dict[str, Any]:
         body["files"] = sorted(atlas.files)
         body["warnings"] = list(atlas.warnings)
     return body
+
+
+def manifest_and_files(value: dict[str, Any], what: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An Atlas sent over the wire: ``{manifest, files?}`` (null files means none) or a bare manifest. Each
+    part must be an object (``what`` names them in the error); the loader checks the rest."""
+    if "manifest" in value:
+        manifest, files = value["manifest"], value.get("files")
+        files = {} if files is None else files
+    else:
+        manifest, files = value, {}
+    if not isinstance(manifest, dict) or not isinstance(files, dict):
+        raise InvalidRequestError(f"{what} must be objects")
+    return manifest, files
 
 
 async def list_atlases(api: Api, request: Request, principal: Principal) -> Response:
@@ -40,15 +53,9 @@ async def load_atlas(api: Api, request: Request, principal: Principal) -> Respon
     """Load an Atlas (admin): ``{manifest, files?}`` or a bare manifest -> 201 summary; 400
     ``INVALID_ATLAS`` listing every problem; 409 ``ATLAS_ALREADY_LOADED`` for a loaded id and version."""
     body = await read_object(request, api)
-    if "manifest" in body:
-        if set(body) - {"manifest", "files"}:
-            raise InvalidRequestError("the body is {manifest, files?} or a bare manifest")
-        manifest, files = body["manifest"], body.get("files")
-        files = {} if files is None else files  # null means no files; false or a list is refused below
-    else:
-        manifest, files = body, {}
-    if not isinstance(manifest, dict) or not isinstance(files, dict):
-        raise InvalidRequestError("manifest and files must be objects")
+    if "manifest" in body and set(body) - {"manifest", "files"}:
+        raise InvalidRequestError("the body is {manifest, files?} or a bare manifest")
+    manifest, files = manifest_and_files(body, "manifest and files")
     atlas = await api.call(api.runtime.load_atlas, manifest, files=files)
     return json_response(atlas_body(atlas), 201, {"Location": f"/v1/atlases/{atlas.atlas_id}"})
 
