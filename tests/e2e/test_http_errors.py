@@ -152,6 +152,10 @@ def test_a_body_over_the_limit_is_413_without_reading_it_all(server: Server) -> 
         yield b'"}'
 
     error(server.http.post("/v1/resolve", content=chunks()), 413, "PAYLOAD_TOO_LARGE")
+    # Optional bodies are read under the same limit.
+    error(server.http.post(f"/v1/traces/{sid}/verify", content=chunks()), 413, "PAYLOAD_TOO_LARGE")
+    missing = "0190a000-0000-7000-8000-000000000000"
+    error(server.http.post(f"/v1/approvals/{missing}/approve", content=chunks()), 413, "PAYLOAD_TOO_LARGE")
 
 
 def test_unknown_things_are_404(server: Server) -> None:

@@ -32,7 +32,15 @@ from .metrics import ServerMetrics
 from .ratelimit import RequestRateLimiter
 from .responses import error_response
 
-__all__ = ["Api", "Endpoint", "endpoint", "read_json", "read_object", "require_own_agent"]
+__all__ = [
+    "Api",
+    "Endpoint",
+    "endpoint",
+    "read_json",
+    "read_object",
+    "read_optional_object",
+    "require_own_agent",
+]
 
 T = TypeVar("T")
 
@@ -66,9 +74,10 @@ class Api:
         )
 
 
-async def read_json(request: Request, max_bytes: int) -> Any:
+async def read_json(request: Request, max_bytes: int, *, optional: bool = False) -> Any:
     """The request body as JSON, refusing bodies over ``max_bytes`` (413) and malformed JSON, invalid
-    UTF-8, NaN or an empty body (400). Nothing is read past the limit."""
+    UTF-8, NaN or an empty body (400; with ``optional`` an empty body is None). Nothing is read past the
+    limit."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLargeError(
@@ -86,6 +95,8 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         chunks.append(chunk)
     body = b"".join(chunks)
     if not body.strip():
+        if optional:
+            return None
         raise InvalidRequestError("the request body is empty; send a JSON object")
     try:
         return orjson.loads(body)
@@ -102,6 +113,17 @@ async def read_object(request: Request, api: Api) -> dict[str, Any]:
             "the request body must be a JSON object",
             details={"errors": [{"pointer": "", "message": "must be an object"}]},
         )
+    return value
+
+
+async def read_optional_object(request: Request, api: Api, keys: set[str], message: str) -> dict[str, Any]:
+    """An optional body: nothing (``{}``) or an object with only ``keys`` (else 400 with ``message``), read
+    under the same size limit as every body."""
+    value = await read_json(request, api.config.max_body_bytes, optional=True)
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or set(value) - keys:
+        raise InvalidRequestError(message)
     return value
 
 

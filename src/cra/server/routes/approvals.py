@@ -5,8 +5,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ...errors import ForbiddenError, InvalidRequestError
-from .._endpoint import Api, read_json
+from ...errors import ForbiddenError
+from .._endpoint import Api, read_optional_object
 from .._query import query_choice, query_text
 from ..auth import Principal
 from ..responses import json_response
@@ -34,11 +34,9 @@ async def get_approval(api: Api, request: Request, principal: Principal) -> Resp
 
 
 async def _decide(api: Api, request: Request, principal: Principal, granted: bool) -> Response:
-    body: object = {}
-    if (await request.body()).strip():
-        body = await read_json(request, api.config.max_body_bytes)
-    if not isinstance(body, dict) or set(body) - {"approver", "note"}:
-        raise InvalidRequestError("the body must be an object with optional approver and note")
+    body = await read_optional_object(
+        request, api, {"approver", "note"}, "the body must be an object with optional approver and note"
+    )
     approver = body.get("approver", principal.subject)
     # With auth on, the approver recorded in the trace is the authenticated admin: nobody signs for another.
     if api.auth.enabled and approver != principal.subject:

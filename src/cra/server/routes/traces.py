@@ -10,7 +10,7 @@ from starlette.responses import Response
 from ...errors import InvalidRequestError
 from ...trace.event import TraceEvent
 from ...trace.verify import verify_chain
-from .._endpoint import Api, read_json
+from .._endpoint import Api, read_optional_object
 from .._query import query_int, query_text
 from ..auth import Principal
 from ..responses import json_response
@@ -53,10 +53,10 @@ async def verify_trace(api: Api, request: Request, principal: Principal) -> Resp
     elsewhere, so a cut-off or extended tail is caught too."""
     session_id = request.path_params["session_id"]
     expected: Any = None
-    if request.method == "POST" and (await request.body()).strip():
-        body = await read_json(request, api.config.max_body_bytes)
-        if not isinstance(body, dict) or set(body) - {"expected_head"}:
-            raise InvalidRequestError("the body must be an object with an optional expected_head")
+    if request.method == "POST":
+        body = await read_optional_object(
+            request, api, {"expected_head"}, "the body must be an object with an optional expected_head"
+        )
         expected = body.get("expected_head")
         if expected is not None and (not isinstance(expected, str) or len(expected) != 64):
             raise InvalidRequestError("expected_head must be a 64-character SHA-256 hex string")
