@@ -54,9 +54,10 @@ class Runtime(AtlasOps, SessionOps, ResolveOps, ExecuteOps, ApprovalOps, Mainten
         agent_id: str | None = None,
     ) -> list[TraceEvent]:
         """A session's events in sequence order (optionally after ``since_sequence``, of one type, at most
-        ``limit``). Sessions of earlier processes are read from storage."""
+        ``limit``). Sessions of earlier processes are read from storage. With ``agent_id`` the session must be
+        that agent's (``FORBIDDEN``), wherever it is held: one this process has not seen is rebuilt to check."""
         self._open()
-        if session_id in self._sessions:
+        if agent_id is not None or session_id in self._sessions:
             self._session(session_id, agent_id)
         events = self._tracer.read(
             session_id, since_sequence=since_sequence, event_type=event_type, limit=limit

@@ -199,3 +199,17 @@ def test_session_limits_hold_across_a_restart_with_jsonl_storage_and_an_in_memor
     clock.advance(601)  # the window has passed for all of them, including those taken before the restart
     assert second.resolve(sid).allowed_ids[0] == "api.call"
     second.close()
+
+
+def test_an_agent_cannot_read_another_agents_trace_from_an_earlier_process(url: str) -> None:
+    clock, handler = cra.ManualClock(), Handler()
+    first = runtime(url, clock, handler)
+    sid = first.create_session("agent-1", "Private").session_id
+    first.close()
+    second = runtime(url, clock, handler, load=False)  # has never seen the session: it is only in storage
+    with pytest.raises(cra.AuthError):
+        second.get_trace(sid, agent_id="agent-2")
+    with pytest.raises(cra.AuthError):
+        second.verify(sid, agent_id="agent-2")
+    assert [e.event_type for e in second.get_trace(sid, agent_id="agent-1")] == ["session.started"]
+    second.close()

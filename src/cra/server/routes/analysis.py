@@ -24,8 +24,7 @@ _MAX_INLINE_EVENTS = 100_000
 def _events(api: Api, value: Any, name: str, principal: Principal) -> list[TraceEvent]:
     """A trace named by session id (read with the caller's rights) or given inline as a list of events."""
     if isinstance(value, str):
-        api.runtime.get_session(value, agent_id=principal.agent_filter)
-        return api.runtime.get_trace(value)
+        return api.runtime.get_trace(value, agent_id=principal.agent_filter)
     if isinstance(value, list) and len(value) <= _MAX_INLINE_EVENTS:
         try:
             return [TraceEvent.from_dict(e) for e in value]

@@ -8,7 +8,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ...errors import InvalidRequestError
-from ...trace.event import TraceEvent
 from ...trace.verify import verify_chain
 from .._endpoint import Api, read_optional_object
 from .._query import query_int, query_text
@@ -21,21 +20,14 @@ NDJSON = "application/x-ndjson"
 _MAX_LIMIT = 100_000
 
 
-def _read(api: Api, session_id: str, principal: Principal, **query: Any) -> list[TraceEvent]:
-    # The ownership check first: it also brings back a session of an earlier process from storage.
-    api.runtime.get_session(session_id, agent_id=principal.agent_filter)
-    return api.runtime.get_trace(session_id, **query)
-
-
 async def get_trace(api: Api, request: Request, principal: Principal) -> Response:
     """A session's events in sequence order: ``?event_type=&since_sequence=&limit=``. JSON
     ``{session_id, events, count}``, or one event per line with ``Accept: application/x-ndjson``."""
     session_id = request.path_params["session_id"]
     events = await api.call(
-        _read,
-        api,
+        api.runtime.get_trace,
         session_id,
-        principal,
+        agent_id=principal.agent_filter,
         since_sequence=query_int(request, "since_sequence", None, low=-1, high=2**62),
         event_type=query_text(request, "event_type", max_len=128),
         limit=query_int(request, "limit", None, low=1, high=_MAX_LIMIT),
@@ -63,6 +55,6 @@ async def verify_trace(api: Api, request: Request, principal: Principal) -> Resp
     if expected is None:
         result = await api.call(api.runtime.verify, session_id, agent_id=principal.agent_filter)
     else:
-        events = await api.call(_read, api, session_id, principal)
+        events = await api.call(api.runtime.get_trace, session_id, agent_id=principal.agent_filter)
         result = verify_chain(events, expected_head=expected)
     return json_response(result.to_dict())
